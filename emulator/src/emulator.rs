@@ -1,0 +1,445 @@
+//! The in-process emulator: a builder, and the handle of a running instance with its
+//! inspection and fault controls.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::error::EmulatorError;
+use crate::faults::{FaultCondition, FaultScope};
+use crate::namespace::{ConnectionOrder, Counters, DetachOrder, Hub, Namespace, Settings};
+use crate::sas::{generate_sas_token, SasKey};
+use crate::store::ReceivedEvent;
+
+/// The default event hub: `hub` with 4 partitions.
+pub const DEFAULT_HUB: (&str, usize) = ("hub", 4);
+/// The default max-message-size announced on producer links: 1 MiB, as the Standard tier.
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 1024 * 1024;
+/// The default key name, as in Event Hubs namespaces.
+pub const DEFAULT_KEY_NAME: &str = "RootManageSharedAccessKey";
+/// The default key. It protects nothing: the emulator listens on loopback only.
+pub const DEFAULT_KEY: &str = "emulator-local-key-0123456789";
+/// The service's maximum partition count for one event hub (dedicated tier).
+const MAX_PARTITIONS: usize = 2048;
+
+/// Configures and starts an [`Emulator`].
+///
+/// Defaults: one hub `hub` with 4 partitions (when no hub is added), an ephemeral port on
+/// 127.0.0.1, plain TCP, max-message-size 1 MiB, key `RootManageSharedAccessKey`, authorization
+/// required, JWT tokens accepted unverified, consumer group `$Default`.
+#[derive(Debug, Clone)]
+pub struct EmulatorBuilder {
+    hubs: Vec<(String, usize)>,
+    address: IpAddr,
+    port: u16,
+    tls: bool,
+    max_message_size: u64,
+    key: SasKey,
+    require_authorization: bool,
+    accept_jwt: bool,
+    consumer_groups: Vec<String>,
+}
+
+impl Default for EmulatorBuilder {
+    fn default() -> Self {
+        Self {
+            hubs: Vec::new(),
+            address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 0,
+            tls: false,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            key: SasKey {
+                name: DEFAULT_KEY_NAME.to_string(),
+                key: DEFAULT_KEY.to_string(),
+            },
+            require_authorization: true,
+            accept_jwt: true,
+            consumer_groups: vec!["$Default".to_string()],
+        }
+    }
+}
+
+impl EmulatorBuilder {
+    /// Adds an event hub with `partitions` partitions (ids "0".."n-1").
+    pub fn hub(mut self, name: impl Into<String>, partitions: usize) -> Self {
+        self.hubs.push((name.into(), partitions));
+        self
+    }
+
+    /// The TCP port to listen on; 0 (the default) picks a free one.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// The local address to listen on. Default 127.0.0.1; only loopback addresses are accepted.
+    pub fn address(mut self, address: IpAddr) -> Self {
+        self.address = address;
+        self
+    }
+
+    /// Serve TLS (`amqps://`) with a certificate made at start; see [`Emulator::ca_certificate_pem`].
+    pub fn tls(mut self, enabled: bool) -> Self {
+        self.tls = enabled;
+        self
+    }
+
+    /// The max-message-size announced on producer links (default 1 MiB).
+    pub fn max_message_size(mut self, bytes: u64) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// The shared access key that signs valid SAS tokens.
+    pub fn shared_access_key(mut self, name: impl Into<String>, key: impl Into<String>) -> Self {
+        self.key = SasKey {
+            name: name.into(),
+            key: key.into(),
+        };
+        self
+    }
+
+    /// Whether links need a `$cbs` put-token first (default true).
+    pub fn require_authorization(mut self, required: bool) -> Self {
+        self.require_authorization = required;
+        self
+    }
+
+    /// Whether JWT tokens are accepted without verification (default true); false refuses them.
+    pub fn accept_jwt(mut self, accepted: bool) -> Self {
+        self.accept_jwt = accepted;
+        self
+    }
+
+    /// Adds a consumer group besides `$Default`.
+    pub fn consumer_group(mut self, name: impl Into<String>) -> Self {
+        self.consumer_groups.push(name.into());
+        self
+    }
+
+    fn validate(&self) -> Result<(), EmulatorError> {
+        if !self.address.is_loopback() {
+            return Err(EmulatorError::InvalidConfig(format!(
+                "the emulator listens on loopback addresses only, not {}",
+                self.address
+            )));
+        }
+        for (name, partitions) in &self.hubs {
+            let valid_name = !name.is_empty()
+                && name.len() <= 256
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !valid_name {
+                return Err(EmulatorError::InvalidConfig(format!(
+                    "hub name '{name}' must be 1-256 letters, digits, '-', '_' or '.'"
+                )));
+            }
+            if !(1..=MAX_PARTITIONS).contains(partitions) {
+                return Err(EmulatorError::InvalidConfig(format!(
+                    "hub '{name}' needs 1 to {MAX_PARTITIONS} partitions, not {partitions}"
+                )));
+            }
+        }
+        if self.max_message_size == 0 {
+            return Err(EmulatorError::InvalidConfig(
+                "max message size must be positive".into(),
+            ));
+        }
+        if self.key.name.is_empty() || self.key.key.is_empty() {
+            return Err(EmulatorError::InvalidConfig(
+                "the key name and key must not be empty".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Binds the socket and starts serving.
+    pub async fn start(self) -> Result<Emulator, EmulatorError> {
+        self.validate()?;
+        let mut hubs = self.hubs.clone();
+        if hubs.is_empty() {
+            hubs.push((DEFAULT_HUB.0.to_string(), DEFAULT_HUB.1));
+        }
+        let default_hub = hubs[0].0.clone();
+        let tls = if self.tls {
+            Some(crate::tls::generate(&[])?)
+        } else {
+            None
+        };
+        let listener = TcpListener::bind(SocketAddr::new(self.address, self.port)).await?;
+        let local_addr = listener.local_addr()?;
+        let settings = Settings {
+            keys: vec![self.key.clone()],
+            require_authorization: self.require_authorization,
+            accept_jwt: self.accept_jwt,
+            consumer_groups: self.consumer_groups.clone(),
+        };
+        let ns = Arc::new(Namespace::new(settings, hubs, self.max_message_size));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
+        let task = tokio::spawn(crate::server::serve(
+            listener,
+            ns.clone(),
+            acceptor,
+            shutdown_rx,
+        ));
+        Ok(Emulator {
+            ns,
+            local_addr,
+            default_hub,
+            key: self.key,
+            ca_pem: tls.map(|t| t.ca_pem),
+            shutdown,
+            task: Some(task),
+        })
+    }
+}
+
+/// A running emulator. Dropping it stops the server (connections are closed).
+#[derive(Debug)]
+pub struct Emulator {
+    ns: Arc<Namespace>,
+    local_addr: SocketAddr,
+    default_hub: String,
+    key: SasKey,
+    ca_pem: Option<String>,
+    shutdown: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Emulator {
+    /// A builder with the defaults described on [`EmulatorBuilder`].
+    pub fn builder() -> EmulatorBuilder {
+        EmulatorBuilder::default()
+    }
+
+    /// The address the emulator listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The host clients should name: `localhost` with TLS (the certificate's name), else the IP.
+    fn host(&self) -> String {
+        if self.ca_pem.is_some() {
+            "localhost".to_string()
+        } else {
+            self.local_addr.ip().to_string()
+        }
+    }
+
+    /// The namespace endpoint, `sb://HOST:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("sb://{}:{}", self.host(), self.local_addr.port())
+    }
+
+    /// A namespace-level connection string (no `EntityPath`). Without TLS it carries
+    /// `UseDevelopmentEmulator=true`, which tells clients to use plain AMQP on the given port.
+    pub fn namespace_connection_string(&self) -> String {
+        let emulator_flag = if self.ca_pem.is_some() {
+            ""
+        } else {
+            "UseDevelopmentEmulator=true;"
+        };
+        format!(
+            "Endpoint={};SharedAccessKeyName={};SharedAccessKey={};{emulator_flag}",
+            self.endpoint(),
+            self.key.name,
+            self.key.key
+        )
+    }
+
+    /// A connection string for the first hub (`EntityPath` set).
+    pub fn connection_string(&self) -> String {
+        self.connection_string_for(&self.default_hub)
+    }
+
+    /// A connection string for the given hub.
+    pub fn connection_string_for(&self, hub: &str) -> String {
+        format!("{}EntityPath={hub}", self.namespace_connection_string())
+    }
+
+    /// The PEM of the certificate authority that signed the TLS certificate (TLS only).
+    pub fn ca_certificate_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
+    /// The key name and key of valid tokens.
+    pub fn shared_access_key(&self) -> (&str, &str) {
+        (&self.key.name, &self.key.key)
+    }
+
+    /// A SAS token for `resource` signed with the emulator's key, valid for `validity`.
+    pub fn sas_token(&self, resource: &str, validity: Duration) -> String {
+        let expiry = crate::cbs::now_unix() + validity.as_secs();
+        generate_sas_token(resource, &self.key, expiry)
+    }
+
+    fn hub(&self, name: &str) -> Result<Arc<Hub>, EmulatorError> {
+        self.ns
+            .hub(name)
+            .ok_or_else(|| EmulatorError::UnknownHub(name.to_string()))
+    }
+
+    /// The partition ids of a hub, in order.
+    pub fn partition_ids(&self, hub: &str) -> Result<Vec<String>, EmulatorError> {
+        Ok(self.hub(hub)?.partition_ids())
+    }
+
+    /// The events stored in one partition, in order.
+    pub fn events(&self, hub: &str, partition: &str) -> Result<Vec<ReceivedEvent>, EmulatorError> {
+        let p =
+            self.hub(hub)?
+                .partition(partition)
+                .ok_or_else(|| EmulatorError::UnknownPartition {
+                    hub: hub.to_string(),
+                    partition: partition.to_string(),
+                })?;
+        Ok(p.read(0, usize::MAX)
+            .iter()
+            .map(ReceivedEvent::from_stored)
+            .collect())
+    }
+
+    /// How many events one partition holds.
+    pub fn event_count(&self, hub: &str, partition: &str) -> Result<usize, EmulatorError> {
+        let p =
+            self.hub(hub)?
+                .partition(partition)
+                .ok_or_else(|| EmulatorError::UnknownPartition {
+                    hub: hub.to_string(),
+                    partition: partition.to_string(),
+                })?;
+        Ok(p.len())
+    }
+
+    /// How many events the hub holds over all its partitions.
+    pub fn total_event_count(&self, hub: &str) -> Result<usize, EmulatorError> {
+        Ok(self.hub(hub)?.partitions().iter().map(|p| p.len()).sum())
+    }
+
+    /// What the emulator has done so far.
+    pub fn counters(&self) -> Counters {
+        self.ns.counters.snapshot()
+    }
+
+    /// How many client connections are open.
+    pub fn connection_count(&self) -> usize {
+        self.ns.connection_count()
+    }
+
+    /// The fault controls.
+    pub fn faults(&self) -> Faults {
+        Faults {
+            ns: self.ns.clone(),
+        }
+    }
+
+    /// Stops accepting, closes every connection with `amqp:connection:forced`, and waits (up to
+    /// 5 s) for them to end.
+    pub async fn shutdown(mut self) {
+        self.shutdown.send_replace(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.ns.connection_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.shutdown.send_replace(true);
+    }
+}
+
+/// Fault injection for a running emulator. Cheap to clone; every method takes effect at once.
+#[derive(Debug, Clone)]
+pub struct Faults {
+    ns: Arc<Namespace>,
+}
+
+impl Faults {
+    /// Rejects the next `count` deliveries in `scope` with `condition`, without storing them.
+    pub fn reject_next(&self, count: u64, condition: FaultCondition, scope: FaultScope) {
+        self.ns.faults.reject_next(count, condition, scope);
+    }
+
+    /// Stores the next `count` deliveries in `scope` but never answers them (lost
+    /// acknowledgements).
+    pub fn withhold_next(&self, count: u64, scope: FaultScope) {
+        self.ns.faults.withhold_next(count, scope);
+    }
+
+    /// Delays every acceptance by `delay` (a slow network); `Duration::ZERO` ends it.
+    pub fn delay_dispositions(&self, delay: Duration) {
+        self.ns.faults.delay_dispositions(delay);
+    }
+
+    /// Detaches the producer links of a partition (or, with `None`, every producer link of the
+    /// hub) with `condition`. Returns how many link tasks heard the order.
+    pub fn detach_senders(
+        &self,
+        hub: &str,
+        partition: Option<&str>,
+        condition: FaultCondition,
+    ) -> usize {
+        self.ns.order_detach(DetachOrder {
+            hub: hub.to_string(),
+            partition: partition.map(str::to_string),
+            condition,
+        })
+    }
+
+    /// Closes every client connection with `amqp:connection:forced`. Returns how many.
+    pub fn close_connections(&self) -> usize {
+        self.ns
+            .order_connections(ConnectionOrder::Close(FaultCondition::ConnectionForced))
+    }
+
+    /// Closes every client connection with the given condition. Returns how many.
+    pub fn close_connections_with(&self, condition: FaultCondition) -> usize {
+        self.ns.order_connections(ConnectionOrder::Close(condition))
+    }
+
+    /// Cuts every client connection's TCP stream without an AMQP close. Returns how many.
+    pub fn drop_connections(&self) -> usize {
+        self.ns.order_connections(ConnectionOrder::Drop)
+    }
+
+    /// Answers every put-token with 401 for `period`; `Duration::ZERO` ends it.
+    pub fn reject_tokens_for(&self, period: Duration) {
+        self.ns.faults.reject_tokens_for(period);
+    }
+
+    /// Changes the max-message-size: deliveries above it are rejected with
+    /// `amqp:link:message-size-exceeded`, and links attached from now on announce it.
+    pub fn set_max_message_size(&self, bytes: u64) {
+        self.ns.faults.set_max_message_size(bytes);
+    }
+
+    /// Grows a hub to `partitions` partitions (never shrinks). Returns the new count.
+    pub fn grow_partitions(&self, hub: &str, partitions: usize) -> Result<usize, EmulatorError> {
+        if partitions > MAX_PARTITIONS {
+            return Err(EmulatorError::InvalidConfig(format!(
+                "at most {MAX_PARTITIONS} partitions, not {partitions}"
+            )));
+        }
+        let hub = self
+            .ns
+            .hub(hub)
+            .ok_or_else(|| EmulatorError::UnknownHub(hub.to_string()))?;
+        Ok(hub.grow_to(partitions))
+    }
+
+    /// Ends every delivery and token rule (reject, withhold, delay, token rejection).
+    pub fn clear(&self) {
+        self.ns.faults.clear();
+    }
+}

@@ -1,0 +1,169 @@
+//! `eventhubs-emulator`: serves a local Event Hubs-compatible AMQP endpoint until Ctrl-C or
+//! SIGTERM, after printing one line with its connection string.
+
+use std::process::ExitCode;
+
+use eventhubs_emulator::{Emulator, EmulatorBuilder};
+
+const USAGE: &str = "\
+usage: eventhubs-emulator [--port N] [--hub NAME:PARTITIONS]... [--max-message-size BYTES]
+                          [--tls] [--key-name NAME] [--key KEY] [--no-auth] [--reject-jwt]
+                          [--consumer-group NAME]...
+
+  --port N                 TCP port on 127.0.0.1 (default 5672; 0 picks a free one)
+  --hub NAME:PARTITIONS    an event hub (repeatable; default hub:4)
+  --max-message-size N     max-message-size of producer links in bytes (default 1048576)
+  --tls                    serve amqps with a certificate made at start (its CA is printed)
+  --key-name, --key        the shared access key that signs valid tokens
+  --no-auth                let links attach without a $cbs put-token
+  --reject-jwt             refuse JWT tokens (accepted unverified by default)
+  --consumer-group NAME    a consumer group besides $Default (repeatable)";
+
+/// Parses the command line into a builder; the error names the flag that was wrong.
+fn parse_args(args: &[String]) -> Result<EmulatorBuilder, String> {
+    let mut builder = Emulator::builder().port(5672);
+    let mut key_name = None;
+    let mut key = None;
+    let mut iter = args.iter();
+    while let Some(flag) = iter.next() {
+        let mut value = |name: &str| {
+            iter.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        builder = match flag.as_str() {
+            "--port" => {
+                let v = value("--port")?;
+                builder.port(
+                    v.parse()
+                        .map_err(|_| format!("--port: '{v}' is not a port number"))?,
+                )
+            }
+            "--hub" => {
+                let v = value("--hub")?;
+                let (name, count) = v
+                    .split_once(':')
+                    .ok_or_else(|| format!("--hub: '{v}' is not NAME:PARTITIONS"))?;
+                let count = count
+                    .parse()
+                    .map_err(|_| format!("--hub: '{count}' is not a partition count"))?;
+                builder.hub(name, count)
+            }
+            "--max-message-size" => {
+                let v = value("--max-message-size")?;
+                builder.max_message_size(
+                    v.parse()
+                        .map_err(|_| format!("--max-message-size: '{v}' is not a byte count"))?,
+                )
+            }
+            "--tls" => builder.tls(true),
+            "--key-name" => {
+                key_name = Some(value("--key-name")?);
+                builder
+            }
+            "--key" => {
+                key = Some(value("--key")?);
+                builder
+            }
+            "--no-auth" => builder.require_authorization(false),
+            "--reject-jwt" => builder.accept_jwt(false),
+            "--consumer-group" => builder.consumer_group(value("--consumer-group")?),
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown flag '{other}'")),
+        };
+    }
+    if key_name.is_some() || key.is_some() {
+        builder = builder.shared_access_key(
+            key_name.unwrap_or_else(|| eventhubs_emulator::DEFAULT_KEY_NAME.to_string()),
+            key.unwrap_or_else(|| eventhubs_emulator::DEFAULT_KEY.to_string()),
+        );
+    }
+    Ok(builder)
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let builder = match parse_args(&args) {
+        Ok(builder) => builder,
+        Err(message) if message.is_empty() => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("eventhubs-emulator: {message}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let emulator = match builder.start().await {
+        Ok(emulator) => emulator,
+        Err(e) => {
+            eprintln!("eventhubs-emulator: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(pem) = emulator.ca_certificate_pem() {
+        eprintln!("TLS certificate authority (trust it in your client):\n{pem}");
+    }
+    println!(
+        "EVENTHUBS_CONNECTION_STRING={}",
+        emulator.connection_string()
+    );
+    wait_for_signal().await;
+    let counters = emulator.counters();
+    eprintln!(
+        "eventhubs-emulator: stopping; {} deliveries, {} events stored, {} rejected, {} duplicates dropped",
+        counters.deliveries, counters.events_stored, counters.rejected, counters.duplicates_dropped
+    );
+    emulator.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn good_flags_parse() {
+        assert!(parse_args(&args(&[
+            "--port", "0", "--hub", "a:2", "--hub", "b:3", "--tls"
+        ]))
+        .is_ok());
+        assert!(parse_args(&args(&["--key-name", "k", "--key", "v", "--no-auth"])).is_ok());
+    }
+
+    #[test]
+    fn bad_flags_name_the_problem() {
+        let err = |a: &[&str]| parse_args(&args(a)).err().unwrap_or_default();
+        assert!(err(&["--port", "x"]).contains("--port"));
+        assert!(err(&["--hub", "nocount"]).contains("NAME:PARTITIONS"));
+        assert!(err(&["--hub", "h:many"]).contains("partition count"));
+        assert!(err(&["--bogus"]).contains("--bogus"));
+        assert!(err(&["--max-message-size"]).contains("needs a value"));
+    }
+}

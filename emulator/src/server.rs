@@ -1,0 +1,208 @@
+//! The accept loop, SASL, and the life of each connection and session.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fe2o3_amqp::acceptor::sasl_acceptor::SaslServerFrame;
+use fe2o3_amqp::acceptor::{
+    ConnectionAcceptor, ListenerConnectionHandle, SaslAcceptor, SessionAcceptor,
+};
+use fe2o3_amqp::types::definitions::{Error as AmqpError, ErrorCondition};
+use fe2o3_amqp::types::primitives::{Array, OrderedMap, Symbol, Value};
+use fe2o3_amqp::types::sasl::{SaslCode, SaslInit, SaslOutcome, SaslResponse};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::connection::ConnectionState;
+use crate::links::{dispatch, LinkContext};
+use crate::namespace::{ConnectionOrder, Namespace};
+use crate::wire::{CutSwitch, WireStream};
+
+/// Frames larger than this are split; the Python client and .NET both handle 64 KiB.
+const MAX_FRAME_SIZE: u32 = 65536;
+const CHANNEL_MAX: u16 = 4999;
+const HANDLE_MAX: u32 = 65535;
+/// Idle timeout announced to clients; heartbeats keep quiet connections open.
+const IDLE_TIME_OUT_MS: u32 = 240_000;
+/// A client that has not finished TLS, SASL and open by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Offers MSSBCBS, ANONYMOUS and PLAIN, and accepts every one of them: all real authorization
+/// happens through `$cbs`, as in the service.
+#[derive(Debug, Clone)]
+struct EmulatorSasl;
+
+impl SaslAcceptor for EmulatorSasl {
+    fn mechanisms(&self) -> Array<Symbol> {
+        Array(vec![
+            Symbol::from("MSSBCBS"),
+            Symbol::from("ANONYMOUS"),
+            Symbol::from("PLAIN"),
+        ])
+    }
+
+    fn on_init(&mut self, _init: SaslInit) -> SaslServerFrame {
+        SaslServerFrame::Outcome(SaslOutcome {
+            code: SaslCode::Ok,
+            additional_data: None,
+        })
+    }
+
+    fn on_response(&mut self, _response: SaslResponse) -> SaslServerFrame {
+        SaslServerFrame::Outcome(SaslOutcome {
+            code: SaslCode::Ok,
+            additional_data: None,
+        })
+    }
+}
+
+fn product_properties() -> OrderedMap<Symbol, Value> {
+    let mut props = OrderedMap::new();
+    props.insert(
+        Symbol::from("product"),
+        Value::String("eventhubs-emulator".into()),
+    );
+    props.insert(
+        Symbol::from("version"),
+        Value::String(env!("CARGO_PKG_VERSION").into()),
+    );
+    props
+}
+
+/// Serves connections until `shutdown` turns true.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    ns: Arc<Namespace>,
+    tls: Option<TlsAcceptor>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tokio::spawn(serve_tcp(stream, peer, ns.clone(), tls.clone(), shutdown.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+}
+
+async fn serve_tcp(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ns: Arc<Namespace>,
+    tls: Option<TlsAcceptor>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let cut = CutSwitch::default();
+    // A second handle on the socket lets the "drop" fault end it while fe2o3 owns the stream.
+    let raw = stream_clone(&stream);
+    let result = match tls {
+        Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+            Ok(Ok(stream)) => {
+                serve_connection(WireStream::new(stream, cut.clone()), ns, cut, raw, shutdown).await
+            }
+            Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
+            Err(_) => Err("TLS handshake timed out".to_string()),
+        },
+        None => {
+            serve_connection(WireStream::new(stream, cut.clone()), ns, cut, raw, shutdown).await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended");
+    }
+}
+
+fn stream_clone(stream: &TcpStream) -> Option<socket2::Socket> {
+    socket2::SockRef::from(stream).try_clone().ok()
+}
+
+async fn serve_connection<S>(
+    io: WireStream<S>,
+    ns: Arc<Namespace>,
+    cut: CutSwitch,
+    raw: Option<socket2::Socket>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
+{
+    let acceptor = ConnectionAcceptor::builder()
+        .container_id("eventhubs-emulator")
+        .max_frame_size(MAX_FRAME_SIZE)
+        .channel_max(CHANNEL_MAX)
+        .idle_time_out(IDLE_TIME_OUT_MS)
+        .properties(product_properties())
+        .sasl_acceptor(EmulatorSasl)
+        .build();
+    let mut connection = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io))
+        .await
+        .map_err(|_| "AMQP handshake timed out".to_string())?
+        .map_err(|e| format!("AMQP open failed: {e}"))?;
+
+    let id = ns.next_id();
+    let mut orders = ns.register_connection(id);
+    let ctx = LinkContext {
+        ns: ns.clone(),
+        conn: Arc::new(ConnectionState::default()),
+    };
+    let session_acceptor = SessionAcceptor::builder()
+        .handle_max(HANDLE_MAX)
+        .properties(product_properties())
+        .build();
+
+    let outcome = loop {
+        tokio::select! {
+            session = session_acceptor.accept(&mut connection) => match session {
+                Ok(session) => { tokio::spawn(serve_session(session, ctx.clone())); }
+                Err(e) => break Some(format!("session ended the connection: {e}")),
+            },
+            order = orders.recv() => match order {
+                Some(ConnectionOrder::Close(condition)) => {
+                    close_with(&mut connection, condition.symbol(), "Connection closed by the emulator (fault injection).").await;
+                    break None;
+                }
+                Some(ConnectionOrder::Drop) | None => {
+                    cut.cut();
+                    if let Some(raw) = &raw {
+                        let _ = raw.set_linger(Some(Duration::ZERO));
+                        let _ = raw.shutdown(std::net::Shutdown::Both);
+                    }
+                    break None;
+                }
+            },
+            _ = shutdown.changed() => {
+                close_with(&mut connection, "amqp:connection:forced", "The emulator is shutting down.").await;
+                break None;
+            }
+        }
+    };
+    ns.unregister_connection(id);
+    let _ = connection.on_close().await;
+    outcome.map_or(Ok(()), Err)
+}
+
+async fn close_with(connection: &mut ListenerConnectionHandle, condition: &str, description: &str) {
+    let error = AmqpError::new(
+        ErrorCondition::Custom(Symbol::from(condition)),
+        Some(description.to_string()),
+        None,
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(5), connection.close_with_error(error)).await;
+}
+
+async fn serve_session(mut session: fe2o3_amqp::acceptor::ListenerSessionHandle, ctx: LinkContext) {
+    while let Some(attach) = session.next_incoming_attach().await {
+        dispatch(&mut session, attach, &ctx).await;
+    }
+}
