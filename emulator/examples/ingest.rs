@@ -15,7 +15,9 @@ use eventhubs_emulator::{Emulator, BATCH_MESSAGE_FORMAT};
 use fe2o3_amqp::link::Sender;
 use fe2o3_amqp::sasl_profile::SaslProfile;
 use fe2o3_amqp::types::messaging::message::__private::Serializable;
-use fe2o3_amqp::types::messaging::{AmqpValue, ApplicationProperties, Batch, Body, Data, Message, Properties};
+use fe2o3_amqp::types::messaging::{
+    AmqpValue, ApplicationProperties, Batch, Body, Data, Message, Properties,
+};
 use fe2o3_amqp::types::primitives::{Binary, SimpleValue, Value};
 use fe2o3_amqp::{Connection, Receiver, Sendable, Session};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -39,7 +41,9 @@ fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let n: u64 = value.parse().map_err(|_| format!("{flag}: '{value}' is not a number"))?;
+        let n: u64 = value
+            .parse()
+            .map_err(|_| format!("{flag}: '{value}' is not a number"))?;
         match flag.as_str() {
             "--seconds" => args.seconds = n.max(1),
             "--partitions" => args.partitions = (n as usize).max(1),
@@ -65,7 +69,9 @@ fn full_batch(event_size: usize) -> (Sendable<Body<Value>>, usize) {
     let encoded = serde_amqp::to_vec(&Serializable(event)).expect("encode event");
     let per_event = encoded.len() + 3 + if encoded.len() < 256 { 2 } else { 5 };
     let count = (MAX_MESSAGE_SIZE - 64) / per_event;
-    let sections: Batch<Data> = (0..count).map(|_| Data(Binary::from(encoded.clone()))).collect();
+    let sections: Batch<Data> = (0..count)
+        .map(|_| Data(Binary::from(encoded.clone())))
+        .collect();
     let envelope = Message {
         header: None,
         delivery_annotations: None,
@@ -75,12 +81,17 @@ fn full_batch(event_size: usize) -> (Sendable<Body<Value>>, usize) {
         body: Body::<Value>::Data(sections),
         footer: None,
     };
-    let sendable = Sendable::builder().message(envelope).message_format(BATCH_MESSAGE_FORMAT).build();
+    let sendable = Sendable::builder()
+        .message(envelope)
+        .message_format(BATCH_MESSAGE_FORMAT)
+        .build();
     (sendable, count)
 }
 
 async fn authorize(session: &mut fe2o3_amqp::session::SessionHandle<()>, emulator: &Emulator) {
-    let mut sender = Sender::attach(session, "cbs-sender", "$cbs").await.expect("cbs sender");
+    let mut sender = Sender::attach(session, "cbs-sender", "$cbs")
+        .await
+        .expect("cbs sender");
     let mut receiver = Receiver::builder()
         .name("cbs-receiver")
         .source("$cbs")
@@ -92,7 +103,10 @@ async fn authorize(session: &mut fe2o3_amqp::session::SessionHandle<()>, emulato
     let token = emulator.sas_token(&audience, Duration::from_secs(3600));
     let props = ApplicationProperties::builder()
         .insert("operation", SimpleValue::String("put-token".into()))
-        .insert("type", SimpleValue::String("servicebus.windows.net:sastoken".into()))
+        .insert(
+            "type",
+            SimpleValue::String("servicebus.windows.net:sastoken".into()),
+        )
         .insert("name", SimpleValue::String(audience))
         .build();
     let request = Message {
@@ -108,7 +122,8 @@ async fn authorize(session: &mut fe2o3_amqp::session::SessionHandle<()>, emulato
         footer: None,
     };
     sender.send(request).await.expect("put-token sent");
-    let reply: fe2o3_amqp::link::delivery::Delivery<Body<Value>> = receiver.recv().await.expect("put-token reply");
+    let reply: fe2o3_amqp::link::delivery::Delivery<Body<Value>> =
+        receiver.recv().await.expect("put-token reply");
     receiver.accept(&reply).await.expect("settle");
 }
 
@@ -140,9 +155,10 @@ async fn main() {
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let mut tasks = Vec::new();
     for p in 0..args.partitions {
-        let mut sender = Sender::attach(&mut session, format!("p{p}"), format!("hub/Partitions/{p}"))
-            .await
-            .expect("sender");
+        let mut sender =
+            Sender::attach(&mut session, format!("p{p}"), format!("hub/Partitions/{p}"))
+                .await
+                .expect("sender");
         let batch = batch.clone();
         let in_flight = args.in_flight;
         tasks.push(tokio::spawn(async move {

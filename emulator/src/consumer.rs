@@ -63,6 +63,9 @@ pub(crate) async fn accept(
         }
     };
     let metric = wants_runtime_metric(&attach);
+    // The start is fixed before the attach is answered: `@latest` means events sent after the
+    // client sees its link attached, not after the link task first runs.
+    let cursor = start_index(&partition, &start);
     let mut acceptor = LinkAcceptor::builder().properties(OrderedMap::new());
     if metric {
         acceptor = acceptor.add_offered_capabilities(Symbol::from(RUNTIME_METRIC));
@@ -92,7 +95,7 @@ pub(crate) async fn accept(
     };
     let ns = ctx.ns.clone();
     tokio::spawn(async move {
-        link.run(sender, start, kicked, authorized_until).await;
+        link.run(sender, cursor, kicked, authorized_until).await;
         ns.unregister_consumer(&key, registration);
     });
     Ok(())
@@ -205,11 +208,10 @@ impl ConsumerLink {
     async fn run(
         &self,
         mut sender: Sender,
-        start: StartPosition,
+        mut cursor: usize,
         mut kicked: watch::Receiver<bool>,
         mut authorized_until: Option<Instant>,
     ) {
-        let mut cursor = start_index(&self.partition, &start);
         let mut appended = self.partition.subscribe();
         let stop = loop {
             let events = self.partition.read(cursor, READ_CHUNK);

@@ -213,6 +213,11 @@ async fn accept_reply_link(
     if let Some(TargetArchetype::Target(t)) = attach.target.as_deref() {
         names.extend(t.address.clone());
     }
+    // The route exists before the client hears its attach answered: a request it sends at once
+    // may be served (on another thread) before this task resumes after the attach. Replies
+    // queue in the channel until the link is up; a route whose link failed is dropped on use.
+    let (tx, rx) = mpsc::unbounded_channel();
+    ctx.conn.add_reply_route(&names, tx);
     let sender = match LinkAcceptor::new()
         .accept_incoming_attach(attach, session)
         .await
@@ -227,8 +232,6 @@ async fn accept_reply_link(
             return Ok(());
         }
     };
-    let (tx, rx) = mpsc::unbounded_channel();
-    ctx.conn.add_reply_route(&names, tx);
     tokio::spawn(send_replies(sender, rx));
     Ok(())
 }

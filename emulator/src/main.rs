@@ -81,25 +81,36 @@ fn parse_args(args: &[String]) -> Result<EmulatorBuilder, String> {
     Ok(builder)
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Starts listening for Ctrl-C and SIGTERM at once and returns a future that ends on either.
+/// The handlers are installed before the connection string is printed: a supervisor that sends
+/// SIGTERM as soon as it has read that line must get a clean stop, not the default kill.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+        use tokio::signal::unix::{signal, SignalKind};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+                (Ok(mut only), Err(_)) | (Err(_), Ok(mut only)) => {
+                    only.recv().await;
+                }
+                (Err(_), Err(_)) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 #[tokio::main]
@@ -116,6 +127,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let stop = shutdown_signal();
     let emulator = match builder.start().await {
         Ok(emulator) => emulator,
         Err(e) => {
@@ -130,7 +142,7 @@ async fn main() -> ExitCode {
         "EVENTHUBS_CONNECTION_STRING={}",
         emulator.connection_string()
     );
-    wait_for_signal().await;
+    stop.await;
     let counters = emulator.counters();
     eprintln!(
         "eventhubs-emulator: stopping; {} deliveries, {} events stored, {} rejected, {} duplicates dropped",

@@ -35,7 +35,7 @@ type AttachResult = Result<(), (Attach, LinkRefusal)>;
 /// Accepts a producer link to `hub` (service-side routing) or to one of its partitions.
 pub(crate) async fn accept(
     session: &mut ListenerSessionHandle,
-    attach: Attach,
+    mut attach: Attach,
     ctx: &LinkContext,
     address: &str,
     hub_name: String,
@@ -64,6 +64,19 @@ pub(crate) async fn accept(
         Ok(grant) => grant,
         Err(refusal) => return Err((attach, refusal)),
     };
+    if grant.is_some() {
+        // fe2o3 merges the peer's attach properties into the answer, so the client's requested
+        // (often null) values would overwrite the granted ones.
+        if let Some(requested) = attach.properties.as_mut() {
+            for key in [
+                idempotence::PRODUCER_ID,
+                idempotence::PRODUCER_EPOCH,
+                idempotence::PRODUCER_SEQUENCE,
+            ] {
+                requested.shift_remove(&Symbol::from(key));
+            }
+        }
+    }
 
     // Like the service, settle on accept (rcv-settle-mode first) even when the client asks for
     // second: Microsoft's Python client asks for second but waits for a settled disposition.

@@ -6,6 +6,9 @@
 //!   performative fields by position and fails on short lists (for `transfer` it even takes the
 //!   payload from the wrong index). Padding is valid AMQP for every peer.
 //! - A connection can be cut abruptly (no AMQP `close`), for the "drop TCP" fault.
+//! - Incoming frames shorter than a frame header end the connection with an I/O error: fe2o3's
+//!   frame decoders read the 4 header bytes after the size without checking that they exist,
+//!   and panic on such a frame.
 
 use std::io;
 use std::pin::Pin;
@@ -61,6 +64,52 @@ pub(crate) struct WireStream<S> {
     unparsed: BytesMut,
     ready: BytesMut,
     cut: CutSwitch,
+    inbound: InboundUnits,
+}
+
+/// Follows the unit boundaries (protocol headers and frames) of what the peer sends.
+#[derive(Debug, Default)]
+struct InboundUnits {
+    /// Bytes of the current unit still to pass.
+    skip: usize,
+    /// The first bytes of the next unit, until four are known.
+    head: [u8; 4],
+    head_len: usize,
+}
+
+impl InboundUnits {
+    /// Walks newly read bytes; fails at a frame whose size is below the frame header's.
+    fn check(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len());
+                self.skip -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (4 - self.head_len).min(bytes.len());
+            self.head[self.head_len..self.head_len + n].copy_from_slice(&bytes[..n]);
+            self.head_len += n;
+            bytes = &bytes[n..];
+            if self.head_len < 4 {
+                break;
+            }
+            self.head_len = 0;
+            if &self.head == b"AMQP" {
+                self.skip = PROTOCOL_HEADER_LEN - 4;
+                continue;
+            }
+            let size = u32::from_be_bytes(self.head) as usize;
+            if size < FRAME_HEADER_LEN {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("frame size {size} is below the frame header size"),
+                ));
+            }
+            self.skip = size - 4;
+        }
+        Ok(())
+    }
 }
 
 impl<S> WireStream<S> {
@@ -70,6 +119,7 @@ impl<S> WireStream<S> {
             unparsed: BytesMut::new(),
             ready: BytesMut::new(),
             cut,
+            inbound: InboundUnits::default(),
         }
     }
 
@@ -135,7 +185,7 @@ fn padded(unit: &[u8]) -> Option<Vec<u8>> {
 
     let mut list = Vec::with_capacity(items.len() + missing + 9);
     let items_len = items.len() + missing;
-    if items_len + 1 <= 255 {
+    if items_len < 255 {
         list.put_u8(0xc0);
         list.put_u8((items_len + 1) as u8);
         list.put_u8(full);
@@ -174,7 +224,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for WireStream<S> {
         if this.cut.is_cut() {
             return Poll::Ready(Err(cut_error()));
         }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => Poll::Ready(this.inbound.check(&buf.filled()[before..])),
+            other => other,
+        }
     }
 }
 
@@ -235,10 +289,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WireStream<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.cut.is_cut() {
-            if let Poll::Pending = this.poll_drain(cx) {
-                return Poll::Pending;
-            }
+        if !this.cut.is_cut() && this.poll_drain(cx).is_pending() {
+            return Poll::Pending;
         }
         Pin::new(&mut this.inner).poll_shutdown(cx)
     }
@@ -297,6 +349,22 @@ mod tests {
         assert!(padded(&f).is_none());
         assert!(padded(&[0, 0, 0, 8, 2, 0, 0, 0]).is_none());
         assert!(padded(&[0, 0, 0, 9, 9, 0, 0, 0, 1]).is_none());
+    }
+
+    #[test]
+    fn inbound_frames_below_the_header_size_are_refused() {
+        let mut units = InboundUnits::default();
+        let open = frame(0x10, &[0x45], &[]);
+        let mut stream = b"AMQP\x03\x01\x00\x00".to_vec();
+        stream.extend_from_slice(&open);
+        // An empty frame (a heartbeat) is the shortest valid one.
+        stream.extend_from_slice(&[0, 0, 0, 8, 2, 0, 0, 0]);
+        // Byte by byte, as reads may split anywhere.
+        for byte in &stream {
+            assert!(units.check(std::slice::from_ref(byte)).is_ok());
+        }
+        assert!(units.check(&[0, 0, 0, 5, 2]).is_err());
+        assert!(InboundUnits::default().check(&[0, 0, 0, 0]).is_err());
     }
 
     #[test]

@@ -13,13 +13,19 @@ use std::time::Duration;
 use eventhubs_emulator::{partition_index_for_key, Emulator};
 
 fn interop_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("interop")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("interop")
 }
 
 fn venv_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+        });
     target.join("interop-venv")
 }
 
@@ -39,7 +45,8 @@ fn run(command: &mut Command, what: &str) -> String {
 
 /// The pinned requirement line, e.g. `azure-eventhub==5.15.1`.
 fn pinned_requirement() -> String {
-    let text = std::fs::read_to_string(interop_dir().join("requirements.txt")).expect("requirements.txt");
+    let text =
+        std::fs::read_to_string(interop_dir().join("requirements.txt")).expect("requirements.txt");
     text.lines()
         .map(str::trim)
         .find(|l| l.starts_with("azure-eventhub=="))
@@ -59,7 +66,10 @@ fn interop_python() -> PathBuf {
     let venv = venv_dir();
     let python = venv.join("bin").join("python");
     if !python.exists() {
-        run(Command::new(&python3).args(["-m", "venv"]).arg(&venv), "creating the venv");
+        run(
+            Command::new(&python3).args(["-m", "venv"]).arg(&venv),
+            "creating the venv",
+        );
     }
     let wanted = pinned_requirement();
     let version = wanted.trim_start_matches("azure-eventhub==");
@@ -71,7 +81,14 @@ fn interop_python() -> PathBuf {
     if installed != version {
         run(
             Command::new(&python)
-                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "-r",
+                ])
                 .arg(interop_dir().join("requirements.txt")),
             "installing azure-eventhub",
         );
@@ -81,8 +98,14 @@ fn interop_python() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn microsofts_python_client_publishes_and_reads_back() {
-    let python = tokio::task::spawn_blocking(interop_python).await.expect("venv setup");
-    let emulator = Emulator::builder().hub("hub", 4).start().await.expect("emulator starts");
+    let python = tokio::task::spawn_blocking(interop_python)
+        .await
+        .expect("venv setup");
+    let emulator = Emulator::builder()
+        .hub("hub", 4)
+        .start()
+        .await
+        .expect("emulator starts");
     let result_file = venv_dir().join(format!("interop-result-{}.json", std::process::id()));
 
     let script = interop_dir().join("azure_eventhub_interop.py");
@@ -116,7 +139,10 @@ async fn microsofts_python_client_publishes_and_reads_back() {
             if let Some(key) = event.partition_key().expect("decodes") {
                 keyed += 1;
                 let expected = partition_index_for_key(&key, ids.len()).to_string();
-                assert_eq!(&expected, id, "event with key '{key}' stored in partition {id}");
+                assert_eq!(
+                    &expected, id,
+                    "event with key '{key}' stored in partition {id}"
+                );
             }
         }
     }

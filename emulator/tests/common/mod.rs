@@ -12,8 +12,8 @@ use fe2o3_amqp::session::SessionHandle;
 use fe2o3_amqp::types::messaging::annotations::OwnedKey;
 use fe2o3_amqp::types::messaging::message::__private::Serializable;
 use fe2o3_amqp::types::messaging::{
-    AmqpValue, ApplicationProperties, Batch, Body, Data, Message, MessageAnnotations, MessageId, Outcome, Properties,
-    Source,
+    AmqpValue, ApplicationProperties, Batch, Body, Data, Message, MessageAnnotations, MessageId,
+    Outcome, Properties, Source,
 };
 use fe2o3_amqp::types::primitives::{Binary, SimpleValue, Symbol, Value};
 use fe2o3_amqp::{Connection, Delivery, Sendable, Session};
@@ -61,7 +61,9 @@ impl TestClient {
         .await
         .expect("connect in time")
         .expect("connection opens");
-        let session = Session::begin(&mut connection).await.expect("session begins");
+        let session = Session::begin(&mut connection)
+            .await
+            .expect("session begins");
         Self {
             connection,
             session,
@@ -78,7 +80,12 @@ impl TestClient {
 
     /// Sends a request to `$cbs` or `$management` and waits for the reply with the same
     /// correlation id.
-    pub async fn request(&mut self, node: &str, properties: &[(&str, SimpleValue)], body: Body<Value>) -> Reply {
+    pub async fn request(
+        &mut self,
+        node: &str,
+        properties: &[(&str, SimpleValue)],
+        body: Body<Value>,
+    ) -> Reply {
         if !self.requests.iter().any(|(n, _, _)| n == node) {
             let reply_to = format!("{node}-replies");
             let sender = Sender::attach(&mut self.session, format!("{node}-sender"), node)
@@ -112,15 +119,26 @@ impl TestClient {
             body,
             footer: None,
         };
-        let (_, sender, receiver) = self.requests.iter_mut().find(|(n, _, _)| n == node).expect("links");
-        tokio::time::timeout(STEP, sender.send(message)).await.expect("request sent in time").expect("request accepted");
+        let (_, sender, receiver) = self
+            .requests
+            .iter_mut()
+            .find(|(n, _, _)| n == node)
+            .expect("links");
+        tokio::time::timeout(STEP, sender.send(message))
+            .await
+            .expect("request sent in time")
+            .expect("request accepted");
         let delivery: Delivery<Body<Value>> = tokio::time::timeout(STEP, receiver.recv())
             .await
             .expect("reply in time")
             .expect("reply received");
         receiver.accept(&delivery).await.expect("settle reply");
         let message = delivery.into_message();
-        let status = match message.application_properties.as_ref().and_then(|p| p.0.get("status-code")) {
+        let status = match message
+            .application_properties
+            .as_ref()
+            .and_then(|p| p.0.get("status-code"))
+        {
             Some(SimpleValue::Int(code)) => *code,
             other => panic!("status-code must be an AMQP int, got {other:?}"),
         };
@@ -128,19 +146,32 @@ impl TestClient {
             status,
             condition: property_text(&message, "error-condition"),
             description: property_text(&message, "status-description"),
-            correlation_id: message.properties.as_ref().and_then(|p| p.correlation_id.clone()),
+            correlation_id: message
+                .properties
+                .as_ref()
+                .and_then(|p| p.correlation_id.clone()),
             body: message.body,
         }
     }
 
     /// put-token with a given token and type; returns the reply.
-    pub async fn put_token(&mut self, audience: &str, token: &str, token_type: SimpleValue) -> Reply {
+    pub async fn put_token(
+        &mut self,
+        audience: &str,
+        token: &str,
+        token_type: SimpleValue,
+    ) -> Reply {
         let props = [
             ("operation", SimpleValue::String("put-token".into())),
             ("type", token_type),
             ("name", SimpleValue::String(audience.into())),
         ];
-        self.request("$cbs", &props, Body::Value(AmqpValue(Value::String(token.into())))).await
+        self.request(
+            "$cbs",
+            &props,
+            Body::Value(AmqpValue(Value::String(token.into()))),
+        )
+        .await
     }
 
     /// Authorizes `path` (e.g. "hub") with a valid SAS token signed by the emulator's key.
@@ -148,9 +179,17 @@ impl TestClient {
         let audience = self.audience(path);
         let token = emulator.sas_token(&audience, Duration::from_secs(3600));
         let reply = self
-            .put_token(&audience, &token, SimpleValue::String("servicebus.windows.net:sastoken".into()))
+            .put_token(
+                &audience,
+                &token,
+                SimpleValue::String("servicebus.windows.net:sastoken".into()),
+            )
             .await;
-        assert_eq!(reply.status, 202, "put-token for {audience}: {:?}", reply.description);
+        assert_eq!(
+            reply.status, 202,
+            "put-token for {audience}: {:?}",
+            reply.description
+        );
     }
 
     /// A `$management` READ.
@@ -168,10 +207,13 @@ impl TestClient {
 
     /// Attaches a sending link; returns it with the max-message-size the emulator announced.
     pub async fn sender(&mut self, address: &str) -> Sender {
-        tokio::time::timeout(STEP, Sender::attach(&mut self.session, format!("send-{address}"), address))
-            .await
-            .expect("attach in time")
-            .expect("sender attaches")
+        tokio::time::timeout(
+            STEP,
+            Sender::attach(&mut self.session, format!("send-{address}"), address),
+        )
+        .await
+        .expect("attach in time")
+        .expect("sender attaches")
     }
 
     /// Attaches a receiving link from `address` with an optional selector filter.
@@ -205,7 +247,10 @@ pub fn receiver_builder(
             descriptor: serde_amqp::descriptor::Descriptor::Code(0x0000_468C_0000_0004),
             value: Value::String(expr.to_string()),
         };
-        source = source.add_to_filter(Symbol::from("apache.org:selector-filter:string"), Some(described));
+        source = source.add_to_filter(
+            Symbol::from("apache.org:selector-filter:string"),
+            Some(described),
+        );
     }
     Receiver::builder()
         .name(format!("recv-{address}"))
@@ -220,7 +265,11 @@ pub fn event(body: &str, index: i64, partition_key: Option<&str>) -> Message<Dat
         delivery_annotations: None,
         message_annotations: partition_key.map(key_annotations),
         properties: None,
-        application_properties: Some(ApplicationProperties::builder().insert("index", SimpleValue::Long(index)).build()),
+        application_properties: Some(
+            ApplicationProperties::builder()
+                .insert("index", SimpleValue::Long(index))
+                .build(),
+        ),
         body: Data(Binary::from(body.as_bytes().to_vec())),
         footer: None,
     }
@@ -228,7 +277,10 @@ pub fn event(body: &str, index: i64, partition_key: Option<&str>) -> Message<Dat
 
 fn key_annotations(key: &str) -> MessageAnnotations {
     MessageAnnotations::builder()
-        .insert(OwnedKey::Symbol(Symbol::from("x-opt-partition-key")), Value::String(key.to_string()))
+        .insert(
+            OwnedKey::Symbol(Symbol::from("x-opt-partition-key")),
+            Value::String(key.to_string()),
+        )
         .build()
 }
 
@@ -239,7 +291,10 @@ pub fn encode(message: Message<Data>) -> Vec<u8> {
 
 /// A batch envelope (format 0x80013700) of the given events.
 pub fn batch(events: Vec<Message<Data>>, partition_key: Option<&str>) -> Sendable<Body<Value>> {
-    let sections: Batch<Data> = events.into_iter().map(|e| Data(Binary::from(encode(e)))).collect();
+    let sections: Batch<Data> = events
+        .into_iter()
+        .map(|e| Data(Binary::from(encode(e))))
+        .collect();
     let envelope = Message {
         header: None,
         delivery_annotations: None,
@@ -249,7 +304,10 @@ pub fn batch(events: Vec<Message<Data>>, partition_key: Option<&str>) -> Sendabl
         body: Body::<Value>::Data(sections),
         footer: None,
     };
-    Sendable::builder().message(envelope).message_format(BATCH_MESSAGE_FORMAT).build()
+    Sendable::builder()
+        .message(envelope)
+        .message_format(BATCH_MESSAGE_FORMAT)
+        .build()
 }
 
 /// The rejection condition of an outcome, or None when accepted.
@@ -259,7 +317,11 @@ pub fn rejection(outcome: &Outcome) -> Option<String> {
         Outcome::Rejected(r) => Some(
             r.error
                 .as_ref()
-                .map(|e| serde_amqp::to_value(&e.condition).map(|v| format!("{v:?}")).unwrap_or_default())
+                .map(|e| {
+                    serde_amqp::to_value(&e.condition)
+                        .map(|v| format!("{v:?}"))
+                        .unwrap_or_default()
+                })
                 .unwrap_or_default(),
         ),
         other => Some(format!("{other:?}")),
@@ -277,20 +339,31 @@ pub fn annotation<B>(message: &Message<B>, name: &str) -> Option<Value> {
 }
 
 pub async fn emulator() -> Emulator {
-    Emulator::builder().hub("hub", 4).start().await.expect("emulator starts")
+    Emulator::builder()
+        .hub("hub", 4)
+        .start()
+        .await
+        .expect("emulator starts")
 }
 
 impl TestClient {
     /// Connects over plain TCP to an emulator at `addr` that runs elsewhere (e.g. the binary),
     /// with SASL ANONYMOUS, and begins one session.
+    /// The socket has TCP_NODELAY set (fe2o3 leaves Nagle on), so small request frames are not
+    /// held back waiting for delayed acknowledgements.
     pub async fn connect_addr(addr: std::net::SocketAddr) -> Self {
-        let url = format!("amqp://{}:{}", addr.ip(), addr.port());
+        let stream = tokio::time::timeout(STEP, tokio::net::TcpStream::connect(addr))
+            .await
+            .expect("TCP connect in time")
+            .expect("TCP connects");
+        stream.set_nodelay(true).expect("TCP_NODELAY");
         let mut connection = tokio::time::timeout(
             STEP,
             Connection::builder()
                 .container_id("emulator-test")
                 .sasl_profile(SaslProfile::Anonymous)
-                .open(url.as_str()),
+                .hostname(addr.ip().to_string().as_str())
+                .open_with_stream(stream),
         )
         .await
         .expect("connect in time")
@@ -324,7 +397,11 @@ impl TestClient {
                 SimpleValue::String("servicebus.windows.net:sastoken".into()),
             )
             .await;
-        assert_eq!(reply.status, 202, "put-token for {audience}: {:?}", reply.description);
+        assert_eq!(
+            reply.status, 202,
+            "put-token for {audience}: {:?}",
+            reply.description
+        );
     }
 }
 
@@ -342,7 +419,10 @@ pub fn rejected_with(outcome: &Outcome) -> Option<String> {
     match outcome {
         Outcome::Accepted(_) => None,
         Outcome::Rejected(r) => Some(condition_symbol(
-            &r.error.as_ref().expect("a rejection carries an error").condition,
+            &r.error
+                .as_ref()
+                .expect("a rejection carries an error")
+                .condition,
         )),
         other => panic!("expected accepted or rejected, got {other:?}"),
     }
@@ -405,14 +485,25 @@ impl TestClient {
 
     /// Sends `message` as it is (no message-id or reply-to added) to `$cbs` or `$management`
     /// on the links `request` uses, and returns the next reply on the node's receiving link.
-    pub async fn exchange(&mut self, node: &str, message: Message<Body<Value>>) -> Message<Body<Value>> {
+    pub async fn exchange(
+        &mut self,
+        node: &str,
+        message: Message<Body<Value>>,
+    ) -> Message<Body<Value>> {
         self.ensure_request_links(node).await;
-        let (_, sender, receiver) = self.requests.iter_mut().find(|(n, _, _)| n == node).expect("links");
+        let (_, sender, receiver) = self
+            .requests
+            .iter_mut()
+            .find(|(n, _, _)| n == node)
+            .expect("links");
         let outcome = tokio::time::timeout(STEP, sender.send(message))
             .await
             .expect("request sent in time")
             .expect("request sent");
-        assert!(matches!(outcome, Outcome::Accepted(_)), "request not accepted: {outcome:?}");
+        assert!(
+            matches!(outcome, Outcome::Accepted(_)),
+            "request not accepted: {outcome:?}"
+        );
         let delivery: Delivery<Body<Value>> = tokio::time::timeout(STEP, receiver.recv())
             .await
             .expect("reply in time")
@@ -439,9 +530,15 @@ impl TestClient {
     }
 
     /// put-token of a SAS token for `audience`, signed with the emulator's key, valid `validity`.
-    pub async fn put_sas(&mut self, emulator: &Emulator, audience: &str, validity: Duration) -> Reply {
+    pub async fn put_sas(
+        &mut self,
+        emulator: &Emulator,
+        audience: &str,
+        validity: Duration,
+    ) -> Reply {
         let token = emulator.sas_token(audience, validity);
-        self.put_token(audience, &token, SimpleValue::String(SAS_TOKEN_TYPE.into())).await
+        self.put_token(audience, &token, SimpleValue::String(SAS_TOKEN_TYPE.into()))
+            .await
     }
 }
 
@@ -473,17 +570,24 @@ pub fn request_message(
 
 /// An application property of a message.
 pub fn app_property<B>(message: &Message<B>, name: &str) -> Option<SimpleValue> {
-    message.application_properties.as_ref()?.0.get(name).cloned()
+    message
+        .application_properties
+        .as_ref()?
+        .0
+        .get(name)
+        .cloned()
 }
 
 /// The condition of the error a link ended with, as a send reports it; None for other errors.
 pub fn send_error_condition(error: &fe2o3_amqp::link::SendError) -> Option<String> {
     use fe2o3_amqp::link::{DetachError, LinkStateError, SendError};
     match error {
-        SendError::Detached(DetachError::RemoteClosedWithError(e) | DetachError::RemoteDetachedWithError(e))
-        | SendError::LinkStateError(LinkStateError::RemoteClosedWithError(e) | LinkStateError::RemoteDetachedWithError(e)) => {
-            Some(condition_symbol(&e.condition))
-        }
+        SendError::Detached(
+            DetachError::RemoteClosedWithError(e) | DetachError::RemoteDetachedWithError(e),
+        )
+        | SendError::LinkStateError(
+            LinkStateError::RemoteClosedWithError(e) | LinkStateError::RemoteDetachedWithError(e),
+        ) => Some(condition_symbol(&e.condition)),
         _ => None,
     }
 }
@@ -492,9 +596,9 @@ pub fn send_error_condition(error: &fe2o3_amqp::link::SendError) -> Option<Strin
 pub fn recv_error_condition(error: &fe2o3_amqp::link::RecvError) -> Option<String> {
     use fe2o3_amqp::link::{LinkStateError, RecvError};
     match error {
-        RecvError::LinkStateError(LinkStateError::RemoteClosedWithError(e) | LinkStateError::RemoteDetachedWithError(e)) => {
-            Some(condition_symbol(&e.condition))
-        }
+        RecvError::LinkStateError(
+            LinkStateError::RemoteClosedWithError(e) | LinkStateError::RemoteDetachedWithError(e),
+        ) => Some(condition_symbol(&e.condition)),
         _ => None,
     }
 }
@@ -503,31 +607,40 @@ pub fn recv_error_condition(error: &fe2o3_amqp::link::RecvError) -> Option<Strin
 pub fn detach_error_condition(error: &fe2o3_amqp::link::DetachError) -> Option<String> {
     use fe2o3_amqp::link::DetachError;
     match error {
-        DetachError::RemoteClosedWithError(e) | DetachError::RemoteDetachedWithError(e) => Some(condition_symbol(&e.condition)),
+        DetachError::RemoteClosedWithError(e) | DetachError::RemoteDetachedWithError(e) => {
+            Some(condition_symbol(&e.condition))
+        }
         _ => None,
     }
 }
 
 /// Waits for the emulator to end a sender link; returns the condition it gave.
 pub async fn sender_ended_with(sender: &mut Sender) -> String {
-    let error = tokio::time::timeout(STEP, sender.on_detach()).await.expect("the link ends in time");
-    detach_error_condition(&error).unwrap_or_else(|| panic!("the link ended without an error: {error:?}"))
+    let error = tokio::time::timeout(STEP, sender.on_detach())
+        .await
+        .expect("the link ends in time");
+    detach_error_condition(&error)
+        .unwrap_or_else(|| panic!("the link ended without an error: {error:?}"))
 }
 
 /// Waits for the emulator to end a receiver link; returns the condition it gave.
 pub async fn receiver_ended_with(receiver: &mut Receiver) -> String {
-    let result = tokio::time::timeout(STEP, receiver.recv::<Body<Value>>()).await.expect("the link ends in time");
+    let result = tokio::time::timeout(STEP, receiver.recv::<Body<Value>>())
+        .await
+        .expect("the link ends in time");
     match result {
-        Ok(delivery) => panic!("expected the link to end, got a delivery: {:?}", delivery.message()),
-        Err(e) => recv_error_condition(&e).unwrap_or_else(|| panic!("the link ended without an error: {e:?}")),
+        Ok(delivery) => panic!(
+            "expected the link to end, got a delivery: {:?}",
+            delivery.message()
+        ),
+        Err(e) => recv_error_condition(&e)
+            .unwrap_or_else(|| panic!("the link ended without an error: {e:?}")),
     }
 }
 
 /// The condition a sender attach was refused with: the attach completes, then a detach with
 /// the error follows (fe2o3 may also report that detach from the attach itself).
-pub async fn sender_refused(
-    attach: Result<Sender, fe2o3_amqp::link::SenderAttachError>,
-) -> String {
+pub async fn sender_refused(attach: Result<Sender, fe2o3_amqp::link::SenderAttachError>) -> String {
     use fe2o3_amqp::link::SenderAttachError;
     match attach {
         Ok(mut sender) => sender_ended_with(&mut sender).await,
@@ -549,8 +662,14 @@ pub async fn receiver_refused(
 }
 
 /// Attaches a sender to `address` on the client's session, bounded by [`STEP`].
-pub async fn try_sender(client: &mut TestClient, name: &str, address: &str) -> Result<Sender, fe2o3_amqp::link::SenderAttachError> {
-    tokio::time::timeout(STEP, Sender::attach(&mut client.session, name, address)).await.expect("attach answered in time")
+pub async fn try_sender(
+    client: &mut TestClient,
+    name: &str,
+    address: &str,
+) -> Result<Sender, fe2o3_amqp::link::SenderAttachError> {
+    tokio::time::timeout(STEP, Sender::attach(&mut client.session, name, address))
+        .await
+        .expect("attach answered in time")
 }
 
 /// Receives one delivery within [`STEP`] and accepts it.
@@ -559,7 +678,10 @@ pub async fn recv_one(receiver: &mut Receiver) -> Message<Body<Value>> {
         .await
         .expect("a delivery in time")
         .expect("a delivery");
-    receiver.accept(&delivery).await.expect("accept the delivery");
+    receiver
+        .accept(&delivery)
+        .await
+        .expect("accept the delivery");
     delivery.into_message()
 }
 
@@ -575,10 +697,13 @@ pub fn data_body(message: &Message<Body<Value>>) -> Vec<u8> {
 /// asserts each is accepted.
 pub async fn send_events(sender: &mut Sender, prefix: &str, count: usize) {
     for i in 0..count {
-        let outcome = tokio::time::timeout(STEP, sender.send(event(&format!("{prefix}{i}"), i as i64, None)))
-            .await
-            .expect("send in time")
-            .expect("send");
+        let outcome = tokio::time::timeout(
+            STEP,
+            sender.send(event(&format!("{prefix}{i}"), i as i64, None)),
+        )
+        .await
+        .expect("send in time")
+        .expect("send");
         assert_eq!(rejected_with(&outcome), None, "event {prefix}{i} accepted");
     }
 }
@@ -590,7 +715,9 @@ pub mod raw {
     use eventhubs_emulator::Emulator;
     use fe2o3_amqp::types::definitions::{Handle, ReceiverSettleMode, Role, SenderSettleMode};
     use fe2o3_amqp::types::messaging::{Source, Target, TargetArchetype};
-    use fe2o3_amqp::types::performatives::{Attach, Begin, ChannelMax, MaxFrameSize, Open, Performative, Transfer};
+    use fe2o3_amqp::types::performatives::{
+        Attach, Begin, ChannelMax, MaxFrameSize, Open, Performative, Transfer,
+    };
     use fe2o3_amqp::types::primitives::{Array, Binary, Symbol};
     use fe2o3_amqp::types::sasl::{SaslCode, SaslInit, SaslOutcome};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -641,15 +768,25 @@ pub mod raw {
 
         async fn read_exact(&mut self, n: usize) -> Option<Vec<u8>> {
             let mut buf = vec![0; n];
-            match tokio::time::timeout(STEP, self.stream.read_exact(&mut buf)).await.expect("read in time") {
+            match tokio::time::timeout(STEP, self.stream.read_exact(&mut buf))
+                .await
+                .expect("read in time")
+            {
                 Ok(_) => Some(buf),
                 Err(_) => None,
             }
         }
 
+        /// Reads the emulator's protocol header and checks it is `expected`.
+        pub async fn expect_header(&mut self, expected: &[u8; 8]) {
+            let header = self.read_exact(8).await.expect("a protocol header");
+            assert_eq!(&header, expected, "protocol header");
+        }
+
         /// The next frame as (type, channel, body); None at end of stream.
         pub async fn read_frame(&mut self) -> Option<(u8, u16, Vec<u8>)> {
-            let size = u32::from_be_bytes(self.read_exact(4).await?.try_into().expect("4 bytes")) as usize;
+            let size =
+                u32::from_be_bytes(self.read_exact(4).await?.try_into().expect("4 bytes")) as usize;
             assert!(size >= 8, "frame size {size} below the header size");
             let rest = self.read_exact(size - 4).await?;
             let body_start = usize::from(rest[0]) * 4 - 4;
@@ -673,7 +810,11 @@ pub mod raw {
             let (frame_type, _, body) = self.read_frame().await.expect("sasl-outcome");
             assert_eq!(frame_type, FRAME_SASL);
             let outcome: SaslOutcome = serde_amqp::from_slice(&body).expect("decode sasl-outcome");
-            assert!(matches!(outcome.code, SaslCode::Ok), "SASL outcome {:?}", outcome.code);
+            assert!(
+                matches!(outcome.code, SaslCode::Ok),
+                "SASL outcome {:?}",
+                outcome.code
+            );
         }
 
         pub async fn open(&mut self) {
@@ -694,7 +835,10 @@ pub mod raw {
             };
             self.send(Performative::Open(open), &[]).await;
             let reply = self.next_performative().await;
-            assert!(matches!(reply, Some(Performative::Open(_))), "expected open, got {reply:?}");
+            assert!(
+                matches!(reply, Some(Performative::Open(_))),
+                "expected open, got {reply:?}"
+            );
         }
 
         pub async fn begin(&mut self) {
@@ -710,7 +854,10 @@ pub mod raw {
             };
             self.send(Performative::Begin(begin), &[]).await;
             let reply = self.next_performative().await;
-            assert!(matches!(reply, Some(Performative::Begin(_))), "expected begin, got {reply:?}");
+            assert!(
+                matches!(reply, Some(Performative::Begin(_))),
+                "expected begin, got {reply:?}"
+            );
         }
 
         /// Sends a performative (and a transfer's payload) on channel 0.
@@ -735,7 +882,10 @@ pub mod raw {
         /// Skips performatives until `pick` returns something; panics at end of stream.
         pub async fn wait_for<T>(&mut self, mut pick: impl FnMut(Performative) -> Option<T>) -> T {
             loop {
-                let performative = self.next_performative().await.expect("the stream ended first");
+                let performative = self
+                    .next_performative()
+                    .await
+                    .expect("the stream ended first");
                 if let Some(found) = pick(performative) {
                     return found;
                 }
@@ -767,8 +917,12 @@ pub mod raw {
             role: Role::Sender,
             snd_settle_mode: SenderSettleMode::Mixed,
             rcv_settle_mode: ReceiverSettleMode::First,
-            source: Some(Box::new(Source::builder().address(format!("{name}-source")).build())),
-            target: Some(Box::new(TargetArchetype::Target(Target::builder().address(address.to_string()).build()))),
+            source: Some(Box::new(
+                Source::builder().address(format!("{name}-source")).build(),
+            )),
+            target: Some(Box::new(TargetArchetype::Target(
+                Target::builder().address(address.to_string()).build(),
+            ))),
             unsettled: None,
             incomplete_unsettled: false,
             initial_delivery_count: Some(0),
@@ -787,8 +941,12 @@ pub mod raw {
             role: Role::Receiver,
             snd_settle_mode: SenderSettleMode::Mixed,
             rcv_settle_mode: ReceiverSettleMode::First,
-            source: Some(Box::new(Source::builder().address(address.to_string()).build())),
-            target: Some(Box::new(TargetArchetype::Target(Target::builder().address(format!("{name}-target")).build()))),
+            source: Some(Box::new(
+                Source::builder().address(address.to_string()).build(),
+            )),
+            target: Some(Box::new(TargetArchetype::Target(
+                Target::builder().address(format!("{name}-target")).build(),
+            ))),
             unsettled: None,
             incomplete_unsettled: false,
             initial_delivery_count: None,
@@ -818,6 +976,8 @@ pub mod raw {
 
     /// Whether the capabilities list the symbol.
     pub fn has_capability(capabilities: &Option<Array<Symbol>>, name: &str) -> bool {
-        capabilities.as_ref().is_some_and(|c| c.0.iter().any(|s| s.as_str() == name))
+        capabilities
+            .as_ref()
+            .is_some_and(|c| c.0.iter().any(|s| s.as_str() == name))
     }
 }

@@ -1,0 +1,484 @@
+//! The one AMQP connection of a client: opened on first use, with one session, `$cbs` and
+//! `$management` links, tokens per audience renewed ahead of expiry, and reopened after a loss.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use fe2o3_amqp::connection::ConnectionHandle;
+use fe2o3_amqp::link::Sender;
+use fe2o3_amqp::sasl_profile::SaslProfile;
+use fe2o3_amqp::session::SessionHandle;
+use fe2o3_amqp::types::primitives::{Symbol, Value};
+use fe2o3_amqp::{Connection, Session};
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex, MutexGuard, Notify};
+
+use super::errors::{from_attach_error, Broken, Failure};
+use super::request_response::RequestResponseLink;
+use super::sender::AmqpSender;
+use super::tls::TlsSettings;
+use super::{cbs, management};
+use crate::auth::{renewal_delay, Credential, Token};
+use crate::error::{Error, ErrorKind};
+use crate::properties::{EventHubProperties, PartitionProperties};
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionConfig {
+    /// The namespace's host name; audiences are built from it.
+    pub fully_qualified_namespace: String,
+    /// Where to open the TCP connection (a custom endpoint, or the namespace itself).
+    pub connect_host: String,
+    pub connect_port: u16,
+    /// TLS settings; None for plain AMQP (the development emulator).
+    pub tls: Option<TlsSettings>,
+    /// The AMQP container id (the client's identifier).
+    pub container_id: String,
+    /// Validity of the SAS tokens this side signs.
+    pub token_validity: Duration,
+}
+
+impl ConnectionConfig {
+    /// The audience URL of an entity path (`hub`, `hub/Partitions/0`, ...).
+    pub(crate) fn audience(&self, path: &str) -> String {
+        let scheme = if self.tls.is_some() { "amqps" } else { "amqp" };
+        format!("{scheme}://{}/{path}", self.fully_qualified_namespace)
+    }
+}
+
+/// A token put on the connection, and when to renew it.
+#[derive(Debug)]
+struct Grant {
+    token: Token,
+    renew_at: tokio::time::Instant,
+}
+
+/// A live connection.
+struct Live {
+    generation: u64,
+    connection: ConnectionHandle<()>,
+    session: SessionHandle<()>,
+    cbs: RequestResponseLink,
+    management: Option<RequestResponseLink>,
+    grants: HashMap<String, Grant>,
+    links_made: u64,
+}
+
+/// The client's connection. Cheap to share (`Arc`); every operation takes the lock only for
+/// as long as it talks to the connection itself, never while a delivery is in flight.
+pub(crate) struct AmqpConnection {
+    config: ConnectionConfig,
+    credential: Credential,
+    live: Mutex<Option<Live>>,
+    generations: AtomicU64,
+    closed: AtomicBool,
+    /// Wakes the renewal task when a grant is added or the connection closes.
+    renewals_changed: Arc<Notify>,
+    renewal_started: std::sync::Once,
+    /// This connection, for the renewal task (which must not keep it alive).
+    this: Weak<AmqpConnection>,
+}
+
+impl std::fmt::Debug for AmqpConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpConnection")
+            .field("namespace", &self.config.fully_qualified_namespace)
+            .field("closed", &self.closed.load(Ordering::SeqCst))
+            .finish()
+    }
+}
+
+fn closed_error() -> Failure {
+    Failure::new(
+        Error::new(ErrorKind::Closed, "the client is closed"),
+        Broken::Nothing,
+    )
+}
+
+impl AmqpConnection {
+    pub(crate) fn new(config: ConnectionConfig, credential: Credential) -> Arc<Self> {
+        Arc::new_cyclic(|this| Self {
+            config,
+            credential,
+            live: Mutex::new(None),
+            generations: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            renewals_changed: Arc::new(Notify::new()),
+            renewal_started: std::sync::Once::new(),
+            this: this.clone(),
+        })
+    }
+
+    /// Starts the token renewal task, once, from inside the runtime (construction may happen
+    /// outside one).
+    fn start_renewals(&self) {
+        self.renewal_started.call_once(|| {
+            tokio::spawn(renew_tokens(
+                self.this.clone(),
+                self.renewals_changed.clone(),
+            ));
+        });
+    }
+
+    pub(crate) fn config(&self) -> &ConnectionConfig {
+        &self.config
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// The live connection, opened if there is none or the last one was lost.
+    async fn live(&self) -> Result<MutexGuard<'_, Option<Live>>, Failure> {
+        if self.is_closed() {
+            return Err(closed_error());
+        }
+        let mut guard = self.live.lock().await;
+        let usable = guard
+            .as_ref()
+            .is_some_and(|live| !live.connection.is_closed());
+        if !usable {
+            if let Some(old) = guard.take() {
+                close_live(old).await;
+            }
+            *guard = Some(self.open().await?);
+            self.start_renewals();
+        }
+        Ok(guard)
+    }
+
+    async fn open(&self) -> Result<Live, Failure> {
+        let config = &self.config;
+        let address = (config.connect_host.as_str(), config.connect_port);
+        let tcp = TcpStream::connect(address).await.map_err(|e| {
+            Failure::new(
+                Error::new(
+                    ErrorKind::ConnectionLost,
+                    format!(
+                        "could not connect to {}:{}",
+                        config.connect_host, config.connect_port
+                    ),
+                )
+                .with_source(e),
+                Broken::Connection,
+            )
+        })?;
+        let _ = tcp.set_nodelay(true);
+        let builder = Connection::builder()
+            .container_id(config.container_id.clone())
+            .hostname(config.fully_qualified_namespace.as_str())
+            .sasl_profile(SaslProfile::Anonymous)
+            .max_frame_size(65536u32);
+        let opened = match &config.tls {
+            Some(tls) => {
+                let stream = tls
+                    .connect(&config.fully_qualified_namespace, tcp)
+                    .await
+                    .map_err(|e| Failure::new(e, Broken::Connection))?;
+                builder.open_with_stream(stream).await
+            }
+            None => builder.open_with_stream(tcp).await,
+        };
+        let mut connection = opened.map_err(|e| {
+            Failure::new(
+                Error::new(
+                    ErrorKind::ConnectionLost,
+                    format!("the AMQP connection did not open: {e}"),
+                ),
+                Broken::Connection,
+            )
+        })?;
+        let mut session = Session::builder()
+            .incoming_window(5000)
+            .outgoing_window(5000)
+            .begin(&mut connection)
+            .await
+            .map_err(|e| {
+                Failure::new(
+                    Error::new(
+                        ErrorKind::ConnectionLost,
+                        format!("the AMQP session did not begin: {e}"),
+                    ),
+                    Broken::Connection,
+                )
+            })?;
+        let cbs = RequestResponseLink::attach(&mut session, "$cbs", &config.container_id).await?;
+        let generation = self.generations.fetch_add(1, Ordering::SeqCst) + 1;
+        tracing::debug!(namespace = %config.fully_qualified_namespace, generation, "connection opened");
+        Ok(Live {
+            generation,
+            connection,
+            session,
+            cbs,
+            management: None,
+            grants: HashMap::new(),
+            links_made: 0,
+        })
+    }
+
+    /// Puts a token for `audience` unless a valid one is already on the connection.
+    async fn authorize(&self, live: &mut Live, audience: &str) -> Result<Token, Failure> {
+        if let Some(grant) = live.grants.get(audience) {
+            if grant.token.expires_at > SystemTime::now() {
+                return Ok(grant.token.clone());
+            }
+        }
+        let token = self
+            .credential
+            .token(audience, self.config.token_validity)
+            .await
+            .map_err(|e| Failure::new(e, Broken::Nothing))?;
+        cbs::put_token(&mut live.cbs, audience, &token).await?;
+        let renew_at =
+            tokio::time::Instant::now() + renewal_delay(SystemTime::now(), token.expires_at);
+        live.grants.insert(
+            audience.to_string(),
+            Grant {
+                token: token.clone(),
+                renew_at,
+            },
+        );
+        self.renewals_changed.notify_one();
+        Ok(token)
+    }
+
+    /// Attaches a sending link to `path` (e.g. `hub/Partitions/0`), authorizing it first.
+    pub(crate) async fn attach_sender(
+        &self,
+        path: &str,
+        properties: SenderProperties,
+    ) -> Result<AmqpSender, Failure> {
+        let mut guard = self.live().await?;
+        let live = guard.as_mut().ok_or_else(closed_error)?;
+        let result = self.attach_on(live, path, properties).await;
+        if let Err(failure) = &result {
+            if failure.broken == Broken::Connection {
+                if let Some(old) = guard.take() {
+                    close_live(old).await;
+                }
+            }
+        }
+        result
+    }
+
+    async fn attach_on(
+        &self,
+        live: &mut Live,
+        path: &str,
+        properties: SenderProperties,
+    ) -> Result<AmqpSender, Failure> {
+        let audience = self.config.audience(path);
+        self.authorize(live, &audience).await?;
+        live.links_made += 1;
+        let name = format!("{}-{}-{}", self.config.container_id, path, live.links_made);
+        let mut builder = Sender::builder()
+            .name(name)
+            .source(self.config.container_id.as_str())
+            .target(path);
+        if let Some(capability) = properties.desired_capability {
+            builder = builder.add_desired_capabilities(Symbol::from(capability));
+        }
+        if !properties.link_properties.is_empty() {
+            let mut fields = fe2o3_amqp::types::primitives::OrderedMap::new();
+            for (k, v) in properties.link_properties {
+                fields.insert(Symbol::from(k), v);
+            }
+            builder = builder.properties(fields);
+        }
+        let sender = builder
+            .attach(&mut live.session)
+            .await
+            .map_err(|e| from_attach_error(&e))?;
+        Ok(AmqpSender::new(sender, live.generation, path.to_string()))
+    }
+
+    /// Forgets the connection of `generation` (after a failure that broke it), so the next
+    /// operation opens a new one.
+    pub(crate) async fn invalidate(&self, generation: u64) {
+        let mut guard = self.live.lock().await;
+        if guard
+            .as_ref()
+            .is_some_and(|live| live.generation == generation)
+        {
+            if let Some(old) = guard.take() {
+                close_live(old).await;
+            }
+        }
+    }
+
+    async fn with_management<T>(
+        &self,
+        hub: &str,
+        call: impl for<'a> FnOnce(
+            &'a mut RequestResponseLink,
+            String,
+        ) -> futures_util::future::BoxFuture<'a, Result<T, Failure>>,
+    ) -> Result<T, Failure> {
+        let mut guard = self.live().await?;
+        let live = guard.as_mut().ok_or_else(closed_error)?;
+        let result = async {
+            let token = self.authorize(live, &self.config.audience(hub)).await?;
+            if live.management.is_none() {
+                live.management = Some(
+                    RequestResponseLink::attach(
+                        &mut live.session,
+                        "$management",
+                        &self.config.container_id,
+                    )
+                    .await?,
+                );
+            }
+            let link = live.management.as_mut().ok_or_else(closed_error)?;
+            call(link, token.value).await
+        }
+        .await;
+        if let Err(failure) = &result {
+            match failure.broken {
+                Broken::Connection => {
+                    if let Some(old) = guard.take() {
+                        close_live(old).await;
+                    }
+                }
+                Broken::Link => {
+                    if let Some(live) = guard.as_mut() {
+                        live.management = None;
+                    }
+                }
+                Broken::Nothing => {}
+            }
+        }
+        result
+    }
+
+    pub(crate) async fn eventhub_properties(
+        &self,
+        hub: &str,
+    ) -> Result<EventHubProperties, Failure> {
+        let hub_name = hub.to_string();
+        self.with_management(hub, move |link, token| {
+            Box::pin(async move { management::eventhub_properties(link, &hub_name, &token).await })
+        })
+        .await
+    }
+
+    pub(crate) async fn partition_properties(
+        &self,
+        hub: &str,
+        partition: &str,
+    ) -> Result<PartitionProperties, Failure> {
+        let hub_name = hub.to_string();
+        let partition = partition.to_string();
+        self.with_management(hub, move |link, token| {
+            Box::pin(async move {
+                management::partition_properties(link, &hub_name, &partition, &token).await
+            })
+        })
+        .await
+    }
+
+    /// Renews every grant whose time has come; returns when the next one is due.
+    async fn renew_due(&self) -> Option<tokio::time::Instant> {
+        let mut guard = self.live.lock().await;
+        let live = guard.as_mut()?;
+        let now = tokio::time::Instant::now();
+        let due: Vec<String> = live
+            .grants
+            .iter()
+            .filter(|(_, g)| g.renew_at <= now)
+            .map(|(audience, _)| audience.clone())
+            .collect();
+        for audience in due {
+            // Drop the old grant so authorize() asks the credential for a fresh token.
+            let old = live.grants.remove(&audience);
+            if let Err(failure) = self.authorize(live, &audience).await {
+                tracing::warn!(%audience, error = %failure.error, "token renewal failed; trying again shortly");
+                if let Some(mut old) = old {
+                    old.renew_at = now
+                        + Duration::from_secs(5).min(
+                            old.token
+                                .expires_at
+                                .duration_since(SystemTime::now())
+                                .unwrap_or_default()
+                                / 2
+                                + Duration::from_millis(100),
+                        );
+                    live.grants.insert(audience, old);
+                }
+            }
+        }
+        live.grants.values().map(|g| g.renew_at).min()
+    }
+
+    /// Closes the connection; further operations fail with [`ErrorKind::Closed`].
+    pub(crate) async fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.renewals_changed.notify_one();
+        let mut guard = self.live.lock().await;
+        if let Some(live) = guard.take() {
+            close_live(live).await;
+        }
+    }
+}
+
+/// Link settings beyond the address (idempotent publishing uses them).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SenderProperties {
+    pub desired_capability: Option<&'static str>,
+    pub link_properties: Vec<(&'static str, Value)>,
+}
+
+async fn close_live(live: Live) {
+    let Live {
+        mut connection,
+        mut session,
+        cbs,
+        management,
+        ..
+    } = live;
+    let closing = async move {
+        cbs.close().await;
+        if let Some(m) = management {
+            m.close().await;
+        }
+        let _ = session.end().await;
+        let _ = connection.close().await;
+    };
+    // A dead peer must not hold up whoever closes.
+    let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;
+}
+
+impl Drop for AmqpConnection {
+    fn drop(&mut self) {
+        // Lets the renewal task see that the connection is gone.
+        self.renewals_changed.notify_one();
+    }
+}
+
+/// Renews tokens ahead of expiry for as long as the connection exists. It sleeps until the
+/// next renewal is due, or until a grant is added; with nothing to renew it waits for a
+/// notification and uses no CPU. It holds the connection only while renewing.
+async fn renew_tokens(connection: Weak<AmqpConnection>, changed: Arc<Notify>) {
+    loop {
+        let next = {
+            let Some(connection) = connection.upgrade() else {
+                return;
+            };
+            if connection.is_closed() {
+                return;
+            }
+            connection.renew_due().await
+        };
+        let notified = changed.notified();
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = notified => {}
+                }
+            }
+            None => notified.await,
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! [`EventDataBatch`]: events that fit in one delivery, sized exactly.
+//!
+//! Each event is encoded when it is added; the batch counts the envelope and every data section
+//! byte for byte, so a batch that accepted an event is never refused by the service for its
+//! size.
+
+use crate::amqp::message::{
+    data_section_size, encode_envelope_head, encode_event, AnnotationValue,
+    PARTITION_KEY_ANNOTATION,
+};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::EventData;
+
+/// Where a batch goes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum BatchTarget {
+    /// The service picks a partition.
+    #[default]
+    Automatic,
+    /// One partition, by id.
+    Partition(String),
+    /// The partition the service's hash of this key picks; every event carries the key.
+    PartitionKey(String),
+}
+
+/// Options for [`crate::ProducerClient::create_batch`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CreateBatchOptions {
+    /// The partition to send to. Default: none (the service picks).
+    pub partition_id: Option<String>,
+    /// The partition key. Default: none. Not together with `partition_id`.
+    pub partition_key: Option<String>,
+    /// Largest batch in bytes. Default: the link's max-message-size. Larger values are an error.
+    pub max_size_in_bytes: Option<u64>,
+}
+
+impl CreateBatchOptions {
+    /// Sends the batch to this partition.
+    pub fn with_partition_id(mut self, id: impl Into<String>) -> Self {
+        self.partition_id = Some(id.into());
+        self
+    }
+
+    /// Stamps this partition key on the batch and its events.
+    pub fn with_partition_key(mut self, key: impl Into<String>) -> Self {
+        self.partition_key = Some(key.into());
+        self
+    }
+
+    /// Caps the batch size below the link's maximum.
+    pub fn with_max_size_in_bytes(mut self, bytes: u64) -> Self {
+        self.max_size_in_bytes = Some(bytes);
+        self
+    }
+
+    /// The target these options describe, checked: id and key are exclusive, a key has at most
+    /// 128 characters, an empty key means no key.
+    pub(crate) fn target(&self) -> Result<BatchTarget> {
+        batch_target(self.partition_id.as_deref(), self.partition_key.as_deref())
+    }
+}
+
+/// Longest partition key the service accepts, in characters.
+pub const MAX_PARTITION_KEY_LENGTH: usize = 128;
+
+/// Checks a partition id / key pair and says where events go.
+pub(crate) fn batch_target(
+    partition_id: Option<&str>,
+    partition_key: Option<&str>,
+) -> Result<BatchTarget> {
+    let key = partition_key.filter(|k| !k.is_empty());
+    match (partition_id, key) {
+        (Some(_), Some(_)) => Err(Error::new(
+            ErrorKind::InvalidArgument,
+            "set a partition id or a partition key, not both",
+        )),
+        (Some(""), None) => Err(Error::new(ErrorKind::InvalidArgument, "the partition id is empty")),
+        (Some(id), None) => Ok(BatchTarget::Partition(id.to_string())),
+        (None, Some(key)) if key.chars().count() > MAX_PARTITION_KEY_LENGTH => Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "the partition key has {} characters; at most {MAX_PARTITION_KEY_LENGTH} are allowed",
+                key.chars().count()
+            ),
+        )),
+        (None, Some(key)) => Ok(BatchTarget::PartitionKey(key.to_string())),
+        (None, None) => Ok(BatchTarget::Automatic),
+    }
+}
+
+/// Why [`EventDataBatch::try_add`] did not take an event; the event comes back with it.
+#[derive(Debug)]
+pub struct TryAddError {
+    event: EventData,
+    too_large_for_any_batch: bool,
+    encoded_size: usize,
+    max_size: usize,
+}
+
+impl TryAddError {
+    /// The event that was not added.
+    pub fn into_event(self) -> EventData {
+        self.event
+    }
+
+    /// Whether the event is too large even for an empty batch (it can never be sent).
+    pub fn is_too_large_for_any_batch(&self) -> bool {
+        self.too_large_for_any_batch
+    }
+
+    /// The error to report for an event that can never be sent.
+    pub fn to_error(&self) -> Error {
+        message_too_large(self.encoded_size, self.max_size)
+    }
+}
+
+impl std::fmt::Display for TryAddError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.too_large_for_any_batch {
+            write!(f, "{}", self.to_error())
+        } else {
+            f.write_str("the batch is full")
+        }
+    }
+}
+
+impl std::error::Error for TryAddError {}
+
+pub(crate) fn message_too_large(size: usize, max_size: usize) -> Error {
+    Error::new(
+        ErrorKind::MessageTooLarge,
+        format!("an event of {size} bytes (encoded) does not fit in a batch of at most {max_size} bytes"),
+    )
+}
+
+/// Events bound for one delivery. Make one with [`crate::ProducerClient::create_batch`].
+#[derive(Debug)]
+pub struct EventDataBatch {
+    target: BatchTarget,
+    max_size: usize,
+    head: Vec<u8>,
+    size: usize,
+    encoded: Vec<Vec<u8>>,
+    events: Vec<EventData>,
+}
+
+impl EventDataBatch {
+    /// An empty batch of at most `max_size` bytes for `target`.
+    pub(crate) fn new(target: BatchTarget, max_size: usize) -> Self {
+        let head = match &target {
+            BatchTarget::PartitionKey(key) => encode_envelope_head(Some(key)),
+            _ => encode_envelope_head(None),
+        };
+        Self {
+            target,
+            max_size,
+            size: head.len(),
+            head,
+            encoded: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Adds an event if it fits; otherwise hands it back. An event too large for any batch is
+    /// flagged ([`TryAddError::is_too_large_for_any_batch`]).
+    pub fn try_add(&mut self, event: EventData) -> std::result::Result<(), TryAddError> {
+        let encoded = match &self.target {
+            BatchTarget::PartitionKey(key) => encode_event(
+                &event,
+                &[(PARTITION_KEY_ANNOTATION, AnnotationValue::String(key))],
+            ),
+            _ => encode_event(&event, &[]),
+        };
+        self.try_add_encoded(event, encoded)
+    }
+
+    /// Adds an event already encoded for this batch's target.
+    pub(crate) fn try_add_encoded(
+        &mut self,
+        event: EventData,
+        encoded: Vec<u8>,
+    ) -> std::result::Result<(), TryAddError> {
+        let added = data_section_size(encoded.len());
+        if self.size + added > self.max_size {
+            return Err(TryAddError {
+                event,
+                too_large_for_any_batch: self.head.len() + added > self.max_size,
+                encoded_size: added,
+                max_size: self.max_size,
+            });
+        }
+        self.size += added;
+        self.encoded.push(encoded);
+        self.events.push(event);
+        Ok(())
+    }
+
+    /// How many events the batch holds.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether the batch holds no event.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The size of the delivery in bytes, as the service will count it.
+    pub fn size_in_bytes(&self) -> usize {
+        self.size
+    }
+
+    /// The largest size this batch may reach.
+    pub fn max_size_in_bytes(&self) -> usize {
+        self.max_size
+    }
+
+    /// Where the batch goes.
+    pub fn target(&self) -> &BatchTarget {
+        &self.target
+    }
+
+    /// The events, in the order they were added.
+    pub fn events(&self) -> &[EventData] {
+        &self.events
+    }
+
+    /// Takes the batch apart: the encoded events (for the wire) and the events themselves.
+    pub(crate) fn into_parts(self) -> (BatchTarget, Vec<Vec<u8>>, Vec<EventData>) {
+        (self.target, self.encoded, self.events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_rules() {
+        assert_eq!(batch_target(None, None).unwrap(), BatchTarget::Automatic);
+        assert_eq!(
+            batch_target(None, Some("")).unwrap(),
+            BatchTarget::Automatic
+        );
+        assert_eq!(
+            batch_target(Some("1"), None).unwrap(),
+            BatchTarget::Partition("1".into())
+        );
+        assert_eq!(
+            batch_target(None, Some("k")).unwrap(),
+            BatchTarget::PartitionKey("k".into())
+        );
+        assert_eq!(
+            batch_target(Some("1"), Some("k")).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+        let long = "é".repeat(129);
+        let err = batch_target(None, Some(&long)).unwrap_err();
+        assert!(err.to_string().contains("129 characters"));
+        assert!(batch_target(None, Some(&"é".repeat(128))).is_ok());
+    }
+
+    #[test]
+    fn size_counts_every_byte() {
+        let mut batch = EventDataBatch::new(BatchTarget::Automatic, 1000);
+        assert_eq!(batch.size_in_bytes(), 0);
+        batch.try_add(EventData::from("abc")).unwrap();
+        // data section of the event: 3 + 2 + (3 + 2 + 3)
+        assert_eq!(batch.size_in_bytes(), 13);
+        let mut keyed = EventDataBatch::new(BatchTarget::PartitionKey("k".into()), 1000);
+        assert!(keyed.size_in_bytes() > 0);
+        keyed.try_add(EventData::from("abc")).unwrap();
+        assert!(keyed.size_in_bytes() > 13 + keyed.head.len());
+    }
+
+    #[test]
+    fn full_batch_hands_the_event_back() {
+        let mut batch = EventDataBatch::new(BatchTarget::Automatic, 30);
+        batch.try_add(EventData::from("0123456789")).unwrap();
+        let err = batch.try_add(EventData::from("0123456789")).unwrap_err();
+        assert!(!err.is_too_large_for_any_batch());
+        assert_eq!(err.into_event().body().as_ref(), b"0123456789");
+        assert_eq!(batch.len(), 1);
+        let err = batch.try_add(EventData::from(vec![0u8; 100])).unwrap_err();
+        assert!(err.is_too_large_for_any_batch());
+        assert_eq!(err.to_error().kind(), ErrorKind::MessageTooLarge);
+    }
+}
