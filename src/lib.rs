@@ -30,6 +30,7 @@
 mod amqp;
 pub mod auth;
 mod batch;
+mod buffered;
 mod connection_string;
 mod error;
 mod event;
@@ -39,6 +40,13 @@ mod retry;
 
 pub use batch::{
     BatchTarget, CreateBatchOptions, EventDataBatch, TryAddError, MAX_PARTITION_KEY_LENGTH,
+};
+pub use buffered::{
+    BufferedProducerBuilder, BufferedProducerClient, BufferedProducerHandler,
+    BufferedProducerOptions, EnqueueOptions, SendFailedContext, SendSucceededContext,
+    TryEnqueueError, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_BUFFERED_EVENTS_PER_PARTITION,
+    DEFAULT_MAX_CONCURRENT_SENDS, DEFAULT_MAX_CONCURRENT_SENDS_PER_PARTITION,
+    DEFAULT_MAX_WAIT_TIME, DEFAULT_PARTITION_REFRESH_INTERVAL,
 };
 pub use connection_string::{ConnectionString, Endpoint};
 pub use error::{Error, ErrorKind, Result};

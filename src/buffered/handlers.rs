@@ -1,0 +1,173 @@
+//! What the producer tells you about every batch: the handler trait, closure adapters, the
+//! contexts, and the per-partition reporter task that calls handlers in send order.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::error::Error;
+use crate::event::EventData;
+
+/// A batch the service accepted.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct SendSucceededContext {
+    /// The partition the events were published to.
+    pub partition_id: String,
+    /// The events, in the order they were enqueued; yours to keep.
+    pub events: Vec<EventData>,
+}
+
+/// Events that were not published, and why.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct SendFailedContext {
+    /// The partition the events were bound for.
+    pub partition_id: String,
+    /// The events, in the order they were enqueued; yours to re-enqueue or keep.
+    pub events: Vec<EventData>,
+    /// Why they failed (shared by every event of the batch).
+    pub error: Arc<Error>,
+}
+
+/// Receives the outcome of every batch. Calls for one partition come in send order;
+/// partitions are independent. A handler that panics is logged and the producer goes on.
+///
+/// Events a handler enqueues again (for example, after a transient failure) never wait for
+/// buffer space: they take the space their batch just gave back, so re-enqueueing from a
+/// handler cannot deadlock even when every buffer is full.
+#[async_trait::async_trait]
+pub trait BufferedProducerHandler: Send + Sync + 'static {
+    /// A batch was published. Default: does nothing.
+    async fn on_send_succeeded(&self, context: SendSucceededContext) {
+        let _ = context;
+    }
+
+    /// Events were not published (retries exhausted, a non-transient error, too large, or
+    /// abandoned at close).
+    async fn on_send_failed(&self, context: SendFailedContext);
+}
+
+type SucceededFn = dyn Fn(SendSucceededContext) -> BoxFuture<'static, ()> + Send + Sync;
+type FailedFn = dyn Fn(SendFailedContext) -> BoxFuture<'static, ()> + Send + Sync;
+
+/// Handlers registered as closures.
+pub(crate) struct ClosureHandler {
+    pub succeeded: Option<Box<SucceededFn>>,
+    pub failed: Box<FailedFn>,
+}
+
+pub(crate) fn boxed_succeeded<F, Fut>(f: F) -> Box<SucceededFn>
+where
+    F: Fn(SendSucceededContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    Box::new(move |context| f(context).boxed())
+}
+
+pub(crate) fn boxed_failed<F, Fut>(f: F) -> Box<FailedFn>
+where
+    F: Fn(SendFailedContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    Box::new(move |context| f(context).boxed())
+}
+
+#[async_trait::async_trait]
+impl BufferedProducerHandler for ClosureHandler {
+    async fn on_send_succeeded(&self, context: SendSucceededContext) {
+        if let Some(f) = &self.succeeded {
+            f(context).await;
+        }
+    }
+
+    async fn on_send_failed(&self, context: SendFailedContext) {
+        (self.failed)(context).await;
+    }
+}
+
+tokio::task_local! {
+    /// Set while a handler runs, so that its enqueues take the space its batch released.
+    static IN_HANDLER: ();
+}
+
+/// Whether the current task is running a handler of this crate.
+pub(crate) fn in_handler() -> bool {
+    IN_HANDLER.try_with(|_| ()).is_ok()
+}
+
+/// One thing for the reporter to do.
+pub(crate) enum Report {
+    Succeeded(SendSucceededContext),
+    Failed(SendFailedContext),
+    /// Answer once every report before it was handled (flush and close wait on this).
+    Barrier(oneshot::Sender<()>),
+}
+
+/// How many reports of a partition wait for their handler; the partition stops sending when
+/// too many do, so a stuck handler holds up only its own partition, with bounded memory.
+#[derive(Debug, Default)]
+pub(crate) struct Backlog {
+    pending: AtomicUsize,
+    drained: Notify,
+}
+
+impl Backlog {
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn added(&self) {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn handled(&self) {
+        self.pending.fetch_sub(1, Ordering::SeqCst);
+        self.drained.notify_one();
+    }
+
+    pub(crate) async fn wait_below(&self, limit: usize) {
+        while self.pending() >= limit {
+            let notified = self.drained.notified();
+            if self.pending() < limit {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Calls the handler for each report of one partition, in order, until the channel closes.
+pub(crate) async fn run_reporter(
+    handler: Arc<dyn BufferedProducerHandler>,
+    mut reports: mpsc::UnboundedReceiver<Report>,
+    backlog: Arc<Backlog>,
+) {
+    while let Some(report) = reports.recv().await {
+        let call = match report {
+            Report::Barrier(ack) => {
+                let _ = ack.send(());
+                continue;
+            }
+            Report::Succeeded(context) => handler.on_send_succeeded(context),
+            Report::Failed(context) => handler.on_send_failed(context),
+        };
+        let outcome = IN_HANDLER
+            .scope((), AssertUnwindSafe(call).catch_unwind())
+            .await;
+        if let Err(panic) = outcome {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-text panic".to_string());
+            tracing::error!(panic = %message, "a buffered producer handler panicked; the producer goes on");
+        }
+        backlog.handled();
+    }
+}

@@ -1,0 +1,784 @@
+//! [`BufferedProducerClient`]: enqueue events one at a time; the client batches them per
+//! partition, sends, reports every batch to your handlers, and applies back pressure.
+//!
+//! Shape: one handle (cheap to clone) over one AMQP connection; one actor task per partition
+//! building and sending batches; one reporter task per partition calling the handlers in send
+//! order; semaphores bounding buffered events per partition and bytes overall.
+
+mod capacity;
+mod handlers;
+mod options;
+mod partition;
+mod router;
+mod sender;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use azure_core::credentials::TokenCredential;
+use futures_util::future::select_all;
+use futures_util::FutureExt;
+use tokio::sync::{mpsc, oneshot, OnceCell, Semaphore};
+use tokio::time::Instant;
+
+use self::capacity::{
+    acquire, acquire_for_handler, estimated_size, try_acquire, ByteBudget, Reservation,
+};
+use self::handlers::{boxed_failed, boxed_succeeded, in_handler, ClosureHandler};
+use self::partition::{ActorSettings, Command, PartitionShared, Queued};
+use self::router::{index_for_key, RoundRobin};
+use self::sender::BatchSender;
+use crate::batch::{batch_target, BatchTarget};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::EventData;
+use crate::producer::ProducerClient;
+use crate::properties::{EventHubProperties, PartitionProperties};
+
+pub use self::handlers::{BufferedProducerHandler, SendFailedContext, SendSucceededContext};
+pub use self::options::{
+    BufferedProducerOptions, EnqueueOptions, DEFAULT_MAX_BUFFERED_BYTES,
+    DEFAULT_MAX_BUFFERED_EVENTS_PER_PARTITION, DEFAULT_MAX_CONCURRENT_SENDS,
+    DEFAULT_MAX_CONCURRENT_SENDS_PER_PARTITION, DEFAULT_MAX_WAIT_TIME,
+    DEFAULT_PARTITION_REFRESH_INTERVAL,
+};
+
+/// What the producer keeps of one partition.
+struct PartitionHandle {
+    shared: Arc<PartitionShared>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+/// The partitions known now, in the service's order.
+#[derive(Default)]
+struct PartitionSet {
+    partitions: Vec<Arc<PartitionHandle>>,
+}
+
+impl PartitionSet {
+    fn get(&self, id: &str) -> Option<&Arc<PartitionHandle>> {
+        self.partitions.iter().find(|p| p.shared.id == id)
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.partitions
+            .iter()
+            .map(|p| p.shared.id.clone())
+            .collect()
+    }
+}
+
+struct Refresh {
+    last: Instant,
+    running: bool,
+}
+
+/// The producer's state, shared by its handles.
+struct Core {
+    options: BufferedProducerOptions,
+    producer: Option<ProducerClient>,
+    settings: Arc<ActorSettings>,
+    budget: ByteBudget,
+    initialized: OnceCell<()>,
+    partitions: RwLock<Arc<PartitionSet>>,
+    refresh: std::sync::Mutex<Refresh>,
+    round_robin: RoundRobin,
+    closed: AtomicBool,
+    close_lock: tokio::sync::Mutex<()>,
+}
+
+/// Why [`BufferedProducerClient::try_enqueue_event`] did not take an event; the event comes
+/// back with it.
+#[derive(Debug)]
+pub struct TryEnqueueError {
+    event: EventData,
+    error: Option<Error>,
+}
+
+impl TryEnqueueError {
+    /// Whether the target partition (or the byte budget) was full; the event can be tried
+    /// again later.
+    pub fn is_full(&self) -> bool {
+        self.error.is_none()
+    }
+
+    /// The error, when the event was refused for another reason than a full buffer.
+    pub fn error(&self) -> Option<&Error> {
+        self.error.as_ref()
+    }
+
+    /// The event that was not enqueued.
+    pub fn into_event(self) -> EventData {
+        self.event
+    }
+}
+
+impl std::fmt::Display for TryEnqueueError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.error {
+            Some(e) => write!(f, "{e}"),
+            None => f.write_str("the buffer is full"),
+        }
+    }
+}
+
+impl std::error::Error for TryEnqueueError {}
+
+enum Credentials {
+    ConnectionString {
+        connection_string: String,
+        eventhub: Option<String>,
+    },
+    TokenCredential {
+        namespace: String,
+        eventhub: String,
+        credential: Arc<dyn TokenCredential>,
+    },
+}
+
+/// Builds a [`BufferedProducerClient`]. A failure handler is required.
+pub struct BufferedProducerBuilder {
+    credentials: Credentials,
+    options: BufferedProducerOptions,
+    handler: Option<Arc<dyn BufferedProducerHandler>>,
+    succeeded: Option<
+        Box<
+            dyn Fn(SendSucceededContext) -> futures_util::future::BoxFuture<'static, ()>
+                + Send
+                + Sync,
+        >,
+    >,
+    failed: Option<
+        Box<
+            dyn Fn(SendFailedContext) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync,
+        >,
+    >,
+}
+
+impl std::fmt::Debug for BufferedProducerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufferedProducerBuilder")
+            .field("options", &self.options)
+            .field(
+                "has_handler",
+                &(self.handler.is_some() || self.failed.is_some()),
+            )
+            .finish()
+    }
+}
+
+impl BufferedProducerBuilder {
+    /// Sets every option at once.
+    pub fn options(mut self, options: BufferedProducerOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Registers a handler for both outcomes.
+    pub fn handler(mut self, handler: impl BufferedProducerHandler) -> Self {
+        self.handler = Some(Arc::new(handler));
+        self
+    }
+
+    /// Registers a closure called with every published batch.
+    pub fn on_send_succeeded<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(SendSucceededContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.succeeded = Some(boxed_succeeded(f));
+        self
+    }
+
+    /// Registers a closure called with every batch (or event) that was not published.
+    pub fn on_send_failed<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(SendFailedContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.failed = Some(boxed_failed(f));
+        self
+    }
+
+    /// Checks the options and makes the producer. It connects on the first enqueue.
+    pub fn build(self) -> Result<BufferedProducerClient> {
+        self.options.validate()?;
+        let handler: Arc<dyn BufferedProducerHandler> = match (self.handler, self.failed) {
+            (Some(_), Some(_)) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    "register either a handler or closures, not both",
+                ))
+            }
+            (Some(handler), None) => {
+                if self.succeeded.is_some() {
+                    return Err(Error::new(
+                        ErrorKind::InvalidArgument,
+                        "register either a handler or closures, not both",
+                    ));
+                }
+                handler
+            }
+            (None, Some(failed)) => Arc::new(ClosureHandler {
+                succeeded: self.succeeded,
+                failed,
+            }),
+            (None, None) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    "a failure handler is required: register one with on_send_failed or handler, so that no failed event goes unnoticed",
+                ))
+            }
+        };
+        let producer = match self.credentials {
+            Credentials::ConnectionString {
+                connection_string,
+                eventhub,
+            } => ProducerClient::from_connection_string(
+                &connection_string,
+                eventhub.as_deref(),
+                self.options.client.clone(),
+            )?,
+            Credentials::TokenCredential {
+                namespace,
+                eventhub,
+                credential,
+            } => ProducerClient::new(
+                &namespace,
+                &eventhub,
+                credential,
+                self.options.client.clone(),
+            )?,
+        };
+        let sender: Arc<dyn BatchSender> = Arc::new(producer.clone());
+        Ok(BufferedProducerClient::from_parts(
+            self.options,
+            Some(producer),
+            sender,
+            handler,
+        ))
+    }
+}
+
+/// A producer you enqueue events into one at a time; see the [module](self) for the shape.
+///
+/// ```no_run
+/// # async fn demo() -> eventhubs_buffered::Result<()> {
+/// use eventhubs_buffered::{BufferedProducerClient, EnqueueOptions, EventData};
+///
+/// let producer = BufferedProducerClient::from_connection_string(
+///     &std::env::var("EVENTHUBS_CONNECTION_STRING").unwrap_or_default(),
+///     None,
+/// )
+/// .on_send_failed(|context| async move {
+///     eprintln!("{} events failed: {}", context.events.len(), context.error);
+/// })
+/// .build()?;
+/// producer.enqueue_event(EventData::from("hello"), EnqueueOptions::default()).await?;
+/// producer.close().await?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Dropping the last clone without [`close`](Self::close) sends what is still buffered in
+/// the background and reports it to the handlers, as `close` would, as long as the tokio
+/// runtime keeps running; call `close` to know when it is done.
+#[derive(Clone)]
+pub struct BufferedProducerClient {
+    core: Arc<Core>,
+}
+
+impl std::fmt::Debug for BufferedProducerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufferedProducerClient")
+            .field("eventhub", &self.eventhub_name())
+            .field("buffered", &self.total_buffered_event_count())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+impl BufferedProducerClient {
+    /// A builder for the event hub named by the connection string's `EntityPath` or by
+    /// `eventhub` (both given and different: an error at build).
+    pub fn from_connection_string(
+        connection_string: &str,
+        eventhub: Option<&str>,
+    ) -> BufferedProducerBuilder {
+        Self::builder(Credentials::ConnectionString {
+            connection_string: connection_string.to_string(),
+            eventhub: eventhub.map(str::to_string),
+        })
+    }
+
+    /// A builder for `eventhub` in `fully_qualified_namespace`, authenticated by an Entra ID
+    /// credential (`azure_identity` or any [`TokenCredential`]).
+    pub fn with_credential(
+        fully_qualified_namespace: &str,
+        eventhub: &str,
+        credential: Arc<dyn TokenCredential>,
+    ) -> BufferedProducerBuilder {
+        Self::builder(Credentials::TokenCredential {
+            namespace: fully_qualified_namespace.to_string(),
+            eventhub: eventhub.to_string(),
+            credential,
+        })
+    }
+
+    fn builder(credentials: Credentials) -> BufferedProducerBuilder {
+        BufferedProducerBuilder {
+            credentials,
+            options: BufferedProducerOptions::default(),
+            handler: None,
+            succeeded: None,
+            failed: None,
+        }
+    }
+
+    fn from_parts(
+        options: BufferedProducerOptions,
+        producer: Option<ProducerClient>,
+        sender: Arc<dyn BatchSender>,
+        handler: Arc<dyn BufferedProducerHandler>,
+    ) -> Self {
+        let settings = Arc::new(ActorSettings {
+            sender,
+            handler,
+            max_wait_time: options.max_wait_time,
+            max_sends_per_partition: options.max_concurrent_sends_per_partition,
+            global_sends: Arc::new(Semaphore::new(options.max_concurrent_sends)),
+            total_buffered: Arc::new(AtomicUsize::new(0)),
+        });
+        Self {
+            core: Arc::new(Core {
+                budget: ByteBudget::new(options.max_buffered_bytes),
+                options,
+                producer,
+                settings,
+                initialized: OnceCell::new(),
+                partitions: RwLock::new(Arc::new(PartitionSet::default())),
+                refresh: std::sync::Mutex::new(Refresh {
+                    last: Instant::now(),
+                    running: false,
+                }),
+                round_robin: RoundRobin::default(),
+                closed: AtomicBool::new(false),
+                close_lock: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    fn closed_error() -> Error {
+        Error::new(ErrorKind::Closed, "the buffered producer is closed")
+    }
+
+    fn current_partitions(&self) -> Arc<PartitionSet> {
+        self.core
+            .partitions
+            .read()
+            .map(|set| set.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    /// The partitions, reading them (and connecting) the first time, within the retry policy.
+    async fn partitions(&self) -> Result<Arc<PartitionSet>> {
+        self.core
+            .initialized
+            .get_or_try_init(|| async {
+                let ids = self.core.settings.sender.partition_ids().await?;
+                self.install_partitions(ids);
+                Ok::<(), Error>(())
+            })
+            .await?;
+        self.refresh_if_due();
+        Ok(self.current_partitions())
+    }
+
+    /// Adds actors for partition ids not yet known; keeps the service's order.
+    fn install_partitions(&self, ids: Vec<String>) {
+        let mut guard = match self.core.partitions.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let known = guard.clone();
+        let mut partitions = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(existing) = known.get(&id) {
+                partitions.push(existing.clone());
+                continue;
+            }
+            let (shared, commands) = partition::spawn(
+                id,
+                self.core.options.max_buffered_events_per_partition,
+                self.core.settings.clone(),
+            );
+            partitions.push(Arc::new(PartitionHandle { shared, commands }));
+        }
+        // Partitions never disappear from an event hub; keep any the new list lacks.
+        for old in &known.partitions {
+            if !partitions.iter().any(|p| p.shared.id == old.shared.id) {
+                partitions.push(old.clone());
+            }
+        }
+        *guard = Arc::new(PartitionSet { partitions });
+    }
+
+    /// Reads the partition list again in the background when the interval has passed.
+    /// Only enqueues call this, so an idle producer does nothing.
+    fn refresh_if_due(&self) {
+        {
+            let mut refresh = match self.core.refresh.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if refresh.running
+                || refresh.last.elapsed() < self.core.options.partition_refresh_interval
+            {
+                return;
+            }
+            refresh.running = true;
+        }
+        let client = self.clone();
+        tokio::spawn(async move {
+            match client.core.settings.sender.partition_ids().await {
+                Ok(ids) => client.install_partitions(ids),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the partition list failed; keeping the known one")
+                }
+            }
+            let mut refresh = match client.core.refresh.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            refresh.running = false;
+            refresh.last = Instant::now();
+        });
+    }
+
+    /// Where an event goes, checking the options: an error names what is wrong.
+    fn resolve<'a>(
+        &self,
+        set: &'a PartitionSet,
+        options: &EnqueueOptions,
+    ) -> Result<Option<(&'a Arc<PartitionHandle>, Option<String>)>> {
+        match batch_target(
+            options.partition_id.as_deref(),
+            options.partition_key.as_deref(),
+        )? {
+            BatchTarget::Partition(id) => match set.get(&id) {
+                Some(p) => Ok(Some((p, None))),
+                None => Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "partition '{id}' does not exist; the event hub's partitions are {:?}",
+                        set.ids()
+                    ),
+                )),
+            },
+            BatchTarget::PartitionKey(key) => {
+                let index = index_for_key(&key, set.partitions.len());
+                let partition = set.partitions.get(index).ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::ServiceError,
+                        "the event hub reported no partitions",
+                    )
+                })?;
+                Ok(Some((partition, Some(key))))
+            }
+            BatchTarget::Automatic => Ok(None),
+        }
+    }
+
+    /// Space in the partition for one event: waits while it is full (not in a handler).
+    async fn reserve(&self, partition: &PartitionHandle, size: usize) -> Result<Reservation> {
+        let slots = &partition.shared.slots;
+        if in_handler() {
+            return Ok(acquire_for_handler(slots, &self.core.budget, size));
+        }
+        acquire(slots, &self.core.budget, size)
+            .await
+            .ok_or_else(Self::closed_error)
+    }
+
+    /// Picks a partition for an event without id or key: a healthy one with room, else a
+    /// failing one with room, else the first to get room.
+    async fn reserve_automatic(
+        &self,
+        set: &PartitionSet,
+        size: usize,
+    ) -> Result<(Arc<PartitionHandle>, Reservation)> {
+        let count = set.partitions.len();
+        if count == 0 {
+            return Err(Error::new(
+                ErrorKind::ServiceError,
+                "the event hub reported no partitions",
+            ));
+        }
+        let order: Vec<usize> = self.core.round_robin.order(count).collect();
+        if in_handler() {
+            let partition = set.partitions[order[0]].clone();
+            let reservation = acquire_for_handler(&partition.shared.slots, &self.core.budget, size);
+            return Ok((partition, reservation));
+        }
+        for want_failing in [false, true] {
+            for &i in &order {
+                let partition = &set.partitions[i];
+                if partition.shared.failing.load(Ordering::SeqCst) != want_failing {
+                    continue;
+                }
+                if let Some(reservation) =
+                    try_acquire(&partition.shared.slots, &self.core.budget, size)
+                {
+                    return Ok((partition.clone(), reservation));
+                }
+            }
+        }
+        let waits = order.iter().map(|&i| {
+            let partition = set.partitions[i].clone();
+            let budget = self.core.budget.clone();
+            async move {
+                let reservation = acquire(&partition.shared.slots, &budget, size).await;
+                (partition, reservation)
+            }
+            .boxed()
+        });
+        let ((partition, reservation), _, _) = select_all(waits).await;
+        Ok((partition, reservation.ok_or_else(Self::closed_error)?))
+    }
+
+    /// Hands the event to the partition's actor; no await, so nothing is half-enqueued.
+    fn push(
+        &self,
+        partition: &PartitionHandle,
+        event: EventData,
+        key: Option<String>,
+        reservation: Reservation,
+    ) -> Result<usize> {
+        partition.shared.buffered.fetch_add(1, Ordering::SeqCst);
+        let total = self
+            .core
+            .settings
+            .total_buffered
+            .fetch_add(1, Ordering::SeqCst)
+            + 1;
+        let queued = Queued {
+            event,
+            key,
+            reservation,
+            enqueued_at: Instant::now(),
+        };
+        if partition.commands.send(Command::Event(queued)).is_err() {
+            partition.shared.buffered.fetch_sub(1, Ordering::SeqCst);
+            self.core
+                .settings
+                .total_buffered
+                .fetch_sub(1, Ordering::SeqCst);
+            return Err(Self::closed_error());
+        }
+        Ok(total)
+    }
+
+    /// Enqueues one event; returns how many events are buffered in total.
+    ///
+    /// Waits while the target partition (or the byte budget) is full. Cancel-safe: dropping
+    /// the future (e.g. under `tokio::time::timeout`) enqueues nothing and holds no space.
+    /// The first call connects and reads the partitions, within the retry policy's bounds.
+    pub async fn enqueue_event(&self, event: EventData, options: EnqueueOptions) -> Result<usize> {
+        if self.is_closed() {
+            return Err(Self::closed_error());
+        }
+        let set = self.partitions().await?;
+        let size = estimated_size(&event);
+        match self.resolve(&set, &options)? {
+            Some((partition, key)) => {
+                let reservation = self.reserve(partition, size).await?;
+                self.push(partition, event, key, reservation)
+            }
+            None => {
+                let (partition, reservation) = self.reserve_automatic(&set, size).await?;
+                self.push(&partition, event, None, reservation)
+            }
+        }
+    }
+
+    /// Enqueues events one after another with the same options; returns the total buffered
+    /// count after the last. Events enqueued together may go to different batches. On an
+    /// error, the events before it stay enqueued.
+    pub async fn enqueue_events(
+        &self,
+        events: impl IntoIterator<Item = EventData>,
+        options: EnqueueOptions,
+    ) -> Result<usize> {
+        let mut total = self.total_buffered_event_count();
+        for event in events {
+            total = self.enqueue_event(event, options.clone()).await?;
+        }
+        Ok(total)
+    }
+
+    /// Enqueues one event if there is room now, and never waits for room: when the partition
+    /// or the byte budget is full, the event comes back. (The first call still connects.)
+    pub async fn try_enqueue_event(
+        &self,
+        event: EventData,
+        options: EnqueueOptions,
+    ) -> std::result::Result<usize, TryEnqueueError> {
+        let refused = |event, error| TryEnqueueError { event, error };
+        if self.is_closed() {
+            return Err(refused(event, Some(Self::closed_error())));
+        }
+        let set = match self.partitions().await {
+            Ok(set) => set,
+            Err(e) => return Err(refused(event, Some(e))),
+        };
+        let size = estimated_size(&event);
+        let target = match self.resolve(&set, &options) {
+            Ok(target) => target,
+            Err(e) => return Err(refused(event, Some(e))),
+        };
+        let (partition, key, reservation) = match target {
+            Some((partition, key)) => {
+                match try_acquire(&partition.shared.slots, &self.core.budget, size) {
+                    Some(r) => (partition.clone(), key, r),
+                    None => return Err(refused(event, None)),
+                }
+            }
+            None => {
+                let found = self
+                    .core
+                    .round_robin
+                    .order(set.partitions.len())
+                    .find_map(|i| {
+                        let partition = &set.partitions[i];
+                        try_acquire(&partition.shared.slots, &self.core.budget, size)
+                            .map(|r| (partition.clone(), r))
+                    });
+                match found {
+                    Some((partition, r)) => (partition, None, r),
+                    None => return Err(refused(event, None)),
+                }
+            }
+        };
+        match self.push(&partition, event.clone(), key, reservation) {
+            Ok(total) => Ok(total),
+            Err(e) => Err(refused(event, Some(e))),
+        }
+    }
+
+    /// Sends everything buffered now, without waiting out `max_wait_time`, and returns once
+    /// each of those events has had its handler call. Enqueues may go on meanwhile.
+    pub async fn flush(&self) -> Result<()> {
+        if self.is_closed() {
+            return Err(Self::closed_error());
+        }
+        self.barrier(Command::Flush).await;
+        Ok(())
+    }
+
+    async fn barrier(&self, command: impl Fn(oneshot::Sender<()>) -> Command) {
+        let set = self.current_partitions();
+        let mut waits = Vec::new();
+        for partition in &set.partitions {
+            let (ack, done) = oneshot::channel();
+            if partition.commands.send(command(ack)).is_ok() {
+                waits.push(done);
+            }
+        }
+        for done in waits {
+            let _ = done.await;
+        }
+    }
+
+    /// Flushes, then stops the actors and closes the connection. Enqueues after it fail with
+    /// [`ErrorKind::Closed`]. Calling it again waits for the first call and returns.
+    pub async fn close(&self) -> Result<()> {
+        self.shut_down(false).await
+    }
+
+    /// Stops at once: every event not yet published is reported to the failure handler with
+    /// an [`ErrorKind::Abandoned`] error (batches cut off mid-send say they may have been
+    /// published). Then closes the connection.
+    pub async fn close_abandoning(&self) -> Result<()> {
+        self.shut_down(true).await
+    }
+
+    async fn shut_down(&self, abandon: bool) -> Result<()> {
+        let _serial = self.core.close_lock.lock().await;
+        let first = !self.core.closed.swap(true, Ordering::SeqCst);
+        if first || abandon {
+            self.barrier(|done| Command::Close { abandon, done }).await;
+        }
+        self.core.settings.sender.close().await;
+        Ok(())
+    }
+
+    /// Whether close was called.
+    pub fn is_closed(&self) -> bool {
+        self.core.closed.load(Ordering::SeqCst)
+    }
+
+    /// Events enqueued and not yet published or failed, over all partitions.
+    pub fn total_buffered_event_count(&self) -> usize {
+        self.core.settings.total_buffered.load(Ordering::SeqCst)
+    }
+
+    /// Events buffered for one partition (0 for a partition not known).
+    pub fn buffered_event_count(&self, partition_id: &str) -> usize {
+        self.current_partitions()
+            .get(partition_id)
+            .map_or(0, |p| p.shared.buffered.load(Ordering::SeqCst))
+    }
+
+    fn producer(&self) -> Result<&ProducerClient> {
+        self.core.producer.as_ref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                "this producer has no connection",
+            )
+        })
+    }
+
+    /// The partition ids, connecting first if needed.
+    pub async fn partition_ids(&self) -> Result<Vec<String>> {
+        Ok(self.partitions().await?.ids())
+    }
+
+    /// The event hub's properties.
+    pub async fn eventhub_properties(&self) -> Result<EventHubProperties> {
+        self.producer()?.eventhub_properties().await
+    }
+
+    /// One partition's properties.
+    pub async fn partition_properties(&self, partition_id: &str) -> Result<PartitionProperties> {
+        self.producer()?.partition_properties(partition_id).await
+    }
+
+    /// The namespace's host name.
+    pub fn fully_qualified_namespace(&self) -> &str {
+        self.core
+            .producer
+            .as_ref()
+            .map_or("", |p| p.fully_qualified_namespace())
+    }
+
+    /// The event hub's name.
+    pub fn eventhub_name(&self) -> &str {
+        self.core
+            .producer
+            .as_ref()
+            .map_or("", |p| p.eventhub_name())
+    }
+
+    /// The producer's identifier.
+    pub fn identifier(&self) -> &str {
+        self.core.producer.as_ref().map_or("", |p| p.identifier())
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &BufferedProducerOptions {
+        &self.core.options
+    }
+}
+
+#[cfg(test)]
+mod tests;

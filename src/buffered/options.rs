@@ -1,0 +1,263 @@
+//! Options of the buffered producer and of each enqueue.
+
+use std::time::Duration;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::producer::ProducerClientOptions;
+use crate::retry::RetryOptions;
+
+/// Default for [`BufferedProducerOptions::max_wait_time`].
+pub const DEFAULT_MAX_WAIT_TIME: Duration = Duration::from_millis(250);
+/// Default for [`BufferedProducerOptions::max_buffered_events_per_partition`].
+pub const DEFAULT_MAX_BUFFERED_EVENTS_PER_PARTITION: usize = 2500;
+/// Default for [`BufferedProducerOptions::max_buffered_bytes`]: 256 MiB.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 256 * 1024 * 1024;
+/// Default for [`BufferedProducerOptions::max_concurrent_sends`].
+pub const DEFAULT_MAX_CONCURRENT_SENDS: usize = 64;
+/// Default for [`BufferedProducerOptions::max_concurrent_sends_per_partition`].
+pub const DEFAULT_MAX_CONCURRENT_SENDS_PER_PARTITION: usize = 1;
+/// Default for [`BufferedProducerOptions::partition_refresh_interval`].
+pub const DEFAULT_PARTITION_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How the buffered producer batches, bounds memory and sends.
+///
+/// Every field has a documented default; [`BufferedProducerBuilder::build`](super::BufferedProducerBuilder::build)
+/// checks them and names the field that is out of range.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct BufferedProducerOptions {
+    /// How long the oldest event of a batch may wait before the batch is sent although not
+    /// full. `None` sends only full batches, or on flush and close. Default: 250 ms.
+    pub max_wait_time: Option<Duration>,
+    /// Events buffered per partition before enqueueing to it waits. Default: 2500.
+    pub max_buffered_events_per_partition: usize,
+    /// Bytes buffered across all partitions before enqueueing waits (estimated from each
+    /// event's body and properties). Default: 256 MiB, so that even 1 MiB events cannot make
+    /// the default configuration exhaust memory. At least 64 KiB.
+    pub max_buffered_bytes: usize,
+    /// Batches being sent at once, over all partitions. Default: 64.
+    ///
+    /// With one send per partition in flight (the default below), this only binds hubs of more
+    /// than 64 partitions. Measured with `examples/throughput.rs` against the emulator with
+    /// dispositions delayed by 20 ms (a slow network): throughput grows with concurrency until
+    /// the connection's bandwidth is used, and 64 in flight already keeps it busy, while each
+    /// batch in flight costs at most one batch of memory.
+    pub max_concurrent_sends: usize,
+    /// Batches being sent at once to one partition, 1 to 100. Default: 1, which keeps the
+    /// events of a partition in order even when a send is retried; more raises throughput per
+    /// partition on slow networks but a retried batch can then land after a later one.
+    pub max_concurrent_sends_per_partition: usize,
+    /// How often the partition list is read again (new partitions get actors). It is read
+    /// only when events are enqueued, so an idle producer does nothing. Default: 60 s.
+    pub partition_refresh_interval: Duration,
+    /// Connection settings: retries, identifier, custom endpoint, trusted roots.
+    pub client: ProducerClientOptions,
+}
+
+impl Default for BufferedProducerOptions {
+    fn default() -> Self {
+        Self {
+            max_wait_time: Some(DEFAULT_MAX_WAIT_TIME),
+            max_buffered_events_per_partition: DEFAULT_MAX_BUFFERED_EVENTS_PER_PARTITION,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
+            max_concurrent_sends: DEFAULT_MAX_CONCURRENT_SENDS,
+            max_concurrent_sends_per_partition: DEFAULT_MAX_CONCURRENT_SENDS_PER_PARTITION,
+            partition_refresh_interval: DEFAULT_PARTITION_REFRESH_INTERVAL,
+            client: ProducerClientOptions::default(),
+        }
+    }
+}
+
+fn out_of_range(field: &str, why: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::InvalidArgument, format!("{field} {why}"))
+}
+
+impl BufferedProducerOptions {
+    /// Sets [`max_wait_time`](Self::max_wait_time).
+    pub fn with_max_wait_time(mut self, max_wait_time: Option<Duration>) -> Self {
+        self.max_wait_time = max_wait_time;
+        self
+    }
+
+    /// Sets [`max_buffered_events_per_partition`](Self::max_buffered_events_per_partition).
+    pub fn with_max_buffered_events_per_partition(mut self, count: usize) -> Self {
+        self.max_buffered_events_per_partition = count;
+        self
+    }
+
+    /// Sets [`max_buffered_bytes`](Self::max_buffered_bytes).
+    pub fn with_max_buffered_bytes(mut self, bytes: usize) -> Self {
+        self.max_buffered_bytes = bytes;
+        self
+    }
+
+    /// Sets [`max_concurrent_sends`](Self::max_concurrent_sends).
+    pub fn with_max_concurrent_sends(mut self, count: usize) -> Self {
+        self.max_concurrent_sends = count;
+        self
+    }
+
+    /// Sets [`max_concurrent_sends_per_partition`](Self::max_concurrent_sends_per_partition).
+    pub fn with_max_concurrent_sends_per_partition(mut self, count: usize) -> Self {
+        self.max_concurrent_sends_per_partition = count;
+        self
+    }
+
+    /// Sets [`partition_refresh_interval`](Self::partition_refresh_interval).
+    pub fn with_partition_refresh_interval(mut self, interval: Duration) -> Self {
+        self.partition_refresh_interval = interval;
+        self
+    }
+
+    /// Sets the retry options of sends and connection operations.
+    pub fn with_retry_options(mut self, retry: RetryOptions) -> Self {
+        self.client.retry = retry;
+        self
+    }
+
+    /// Sets the identifier of the producer (AMQP container id, logs).
+    pub fn with_identifier(mut self, identifier: impl Into<String>) -> Self {
+        self.client.identifier = Some(identifier.into());
+        self
+    }
+
+    /// Sets the connection settings.
+    pub fn with_client_options(mut self, client: ProducerClientOptions) -> Self {
+        self.client = client;
+        self
+    }
+
+    /// Checks every field; the error names the first one out of range.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(wait) = self.max_wait_time {
+            if wait.is_zero() || wait > Duration::from_secs(3600) {
+                return Err(out_of_range(
+                    "max_wait_time",
+                    format!("must be above zero and at most 1 hour (or None), not {wait:?}"),
+                ));
+            }
+        }
+        if !(1..=1_000_000).contains(&self.max_buffered_events_per_partition) {
+            return Err(out_of_range(
+                "max_buffered_events_per_partition",
+                format!(
+                    "must be 1 to 1000000, not {}",
+                    self.max_buffered_events_per_partition
+                ),
+            ));
+        }
+        if self.max_buffered_bytes < 64 * 1024 {
+            return Err(out_of_range(
+                "max_buffered_bytes",
+                format!("must be at least 65536, not {}", self.max_buffered_bytes),
+            ));
+        }
+        if !(1..=10_000).contains(&self.max_concurrent_sends) {
+            return Err(out_of_range(
+                "max_concurrent_sends",
+                format!("must be 1 to 10000, not {}", self.max_concurrent_sends),
+            ));
+        }
+        if !(1..=100).contains(&self.max_concurrent_sends_per_partition) {
+            return Err(out_of_range(
+                "max_concurrent_sends_per_partition",
+                format!(
+                    "must be 1 to 100, not {}",
+                    self.max_concurrent_sends_per_partition
+                ),
+            ));
+        }
+        if self.partition_refresh_interval < Duration::from_secs(1) {
+            return Err(out_of_range(
+                "partition_refresh_interval",
+                format!(
+                    "must be at least 1 second, not {:?}",
+                    self.partition_refresh_interval
+                ),
+            ));
+        }
+        self.client.retry.validate()
+    }
+}
+
+/// Where one enqueued event goes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EnqueueOptions {
+    /// The partition, by id. Default: none.
+    pub partition_id: Option<String>,
+    /// The partition key (at most 128 characters; empty means none). Default: none.
+    pub partition_key: Option<String>,
+}
+
+impl EnqueueOptions {
+    /// To this partition.
+    pub fn with_partition_id(mut self, id: impl Into<String>) -> Self {
+        self.partition_id = Some(id.into());
+        self
+    }
+
+    /// With this partition key.
+    pub fn with_partition_key(mut self, key: impl Into<String>) -> Self {
+        self.partition_key = Some(key.into());
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let o = BufferedProducerOptions::default();
+        assert!(o.validate().is_ok());
+        assert_eq!(o.max_wait_time, Some(Duration::from_millis(250)));
+        assert_eq!(o.max_buffered_events_per_partition, 2500);
+        assert_eq!(o.max_concurrent_sends_per_partition, 1);
+    }
+
+    #[test]
+    fn each_bad_value_is_named() {
+        let cases: Vec<(BufferedProducerOptions, &str)> = vec![
+            (
+                BufferedProducerOptions::default().with_max_wait_time(Some(Duration::ZERO)),
+                "max_wait_time",
+            ),
+            (
+                BufferedProducerOptions::default().with_max_buffered_events_per_partition(0),
+                "max_buffered_events_per_partition",
+            ),
+            (
+                BufferedProducerOptions::default().with_max_buffered_bytes(10),
+                "max_buffered_bytes",
+            ),
+            (
+                BufferedProducerOptions::default().with_max_concurrent_sends(0),
+                "max_concurrent_sends",
+            ),
+            (
+                BufferedProducerOptions::default().with_max_concurrent_sends_per_partition(101),
+                "max_concurrent_sends_per_partition",
+            ),
+            (
+                BufferedProducerOptions::default().with_partition_refresh_interval(Duration::ZERO),
+                "partition_refresh_interval",
+            ),
+            (
+                BufferedProducerOptions::default()
+                    .with_retry_options(RetryOptions::default().with_max_retries(1000)),
+                "max_retries",
+            ),
+        ];
+        for (options, field) in cases {
+            let err = options.validate().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+            assert!(err.to_string().contains(field), "{err} should name {field}");
+        }
+        assert!(BufferedProducerOptions::default()
+            .with_max_wait_time(None)
+            .validate()
+            .is_ok());
+    }
+}

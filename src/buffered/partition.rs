@@ -1,0 +1,480 @@
+//! The per-partition actor: takes enqueued events from its queue, encodes each once into the
+//! batch being built, seals the batch when it is full, when its oldest event has waited
+//! `max_wait_time`, or on flush and close, sends sealed batches within the concurrency limits,
+//! and hands every outcome, in send order, to the partition's reporter.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::capacity::Reservation;
+use super::handlers::{
+    run_reporter, Backlog, BufferedProducerHandler, Report, SendFailedContext, SendSucceededContext,
+};
+use super::sender::BatchSender;
+use crate::amqp::message::{encode_event, AnnotationValue, PARTITION_KEY_ANNOTATION};
+use crate::batch::{BatchTarget, EventDataBatch};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::EventData;
+
+/// An event on its way to a partition.
+pub(crate) struct Queued {
+    pub event: EventData,
+    pub key: Option<String>,
+    pub reservation: Reservation,
+    pub enqueued_at: Instant,
+}
+
+/// What a partition's queue carries.
+pub(crate) enum Command {
+    Event(Queued),
+    /// Send everything before this now; answer once all of it has been reported.
+    Flush(oneshot::Sender<()>),
+    /// Stop: send (or, when abandoning, report as abandoned) everything, then answer.
+    Close {
+        abandon: bool,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// What the producer and the actor share about one partition.
+#[derive(Debug)]
+pub(crate) struct PartitionShared {
+    pub id: String,
+    /// Free event slots of this partition.
+    pub slots: Arc<Semaphore>,
+    /// Events enqueued to this partition and not yet sent or failed.
+    pub buffered: AtomicUsize,
+    /// Whether the last send of this partition failed (automatic routing avoids it).
+    pub failing: AtomicBool,
+}
+
+/// Settings and resources every actor of a producer shares.
+pub(crate) struct ActorSettings {
+    pub sender: Arc<dyn BatchSender>,
+    pub handler: Arc<dyn BufferedProducerHandler>,
+    pub max_wait_time: Option<Duration>,
+    pub max_sends_per_partition: usize,
+    pub global_sends: Arc<Semaphore>,
+    pub total_buffered: Arc<AtomicUsize>,
+}
+
+/// Starts the actor and reporter of one partition; returns what the producer keeps of it.
+pub(crate) fn spawn(
+    id: String,
+    max_buffered_events: usize,
+    settings: Arc<ActorSettings>,
+) -> (Arc<PartitionShared>, mpsc::UnboundedSender<Command>) {
+    let shared = Arc::new(PartitionShared {
+        id,
+        slots: Arc::new(Semaphore::new(max_buffered_events)),
+        buffered: AtomicUsize::new(0),
+        failing: AtomicBool::new(false),
+    });
+    let (commands_tx, commands) = mpsc::unbounded_channel();
+    let (reports, reports_rx) = mpsc::unbounded_channel();
+    let backlog = Arc::new(Backlog::default());
+    tokio::spawn(run_reporter(
+        settings.handler.clone(),
+        reports_rx,
+        backlog.clone(),
+    ));
+    let backlog_limit = (2 * settings.max_sends_per_partition).max(4);
+    let actor = Actor {
+        shared: shared.clone(),
+        settings,
+        commands,
+        commands_done: false,
+        reports,
+        backlog,
+        backlog_limit,
+        max_size: None,
+        building: None,
+        ready: VecDeque::new(),
+        in_flight: FuturesOrdered::new(),
+        in_flight_events: VecDeque::new(),
+        next_seq: 1,
+        completed_seq: 0,
+        flush_waiters: VecDeque::new(),
+        close_waiters: Vec::new(),
+    };
+    tokio::spawn(actor.run());
+    (shared, commands_tx)
+}
+
+struct Building {
+    batch: EventDataBatch,
+    reservation: Reservation,
+    oldest: Instant,
+}
+
+struct Sealed {
+    seq: u64,
+    batch: EventDataBatch,
+    reservation: Reservation,
+}
+
+type Sending = BoxFuture<'static, (u64, Result<()>)>;
+
+struct Actor {
+    shared: Arc<PartitionShared>,
+    settings: Arc<ActorSettings>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    /// The queue is closed and empty: no more commands will come.
+    commands_done: bool,
+    reports: mpsc::UnboundedSender<Report>,
+    backlog: Arc<Backlog>,
+    backlog_limit: usize,
+    /// The partition link's max-message-size, learned on the first event.
+    max_size: Option<usize>,
+    building: Option<Building>,
+    ready: VecDeque<Sealed>,
+    in_flight: FuturesOrdered<Sending>,
+    /// Events of the batches in flight, in send order, with the space they hold.
+    in_flight_events: VecDeque<(u64, Vec<EventData>, Reservation)>,
+    next_seq: u64,
+    completed_seq: u64,
+    /// Flushes waiting for every batch up to a sequence number to be reported.
+    flush_waiters: VecDeque<(u64, oneshot::Sender<()>)>,
+    close_waiters: Vec<oneshot::Sender<()>>,
+}
+
+fn abandoned(in_flight: bool) -> Arc<Error> {
+    let message = if in_flight {
+        "the producer was closed while this batch was being sent; it may or may not have been published"
+    } else {
+        "the producer was closed without flushing; the events were not sent"
+    };
+    Arc::new(Error::new(ErrorKind::Abandoned, message))
+}
+
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Actor {
+    async fn run(mut self) {
+        loop {
+            self.dispatch_ready();
+            if self.is_finished() {
+                break;
+            }
+            let deadline = match (&self.building, self.settings.max_wait_time) {
+                (Some(b), Some(wait)) => Some(b.oldest + wait),
+                _ => None,
+            };
+            let has_slot = self.in_flight.len() < self.settings.max_sends_per_partition;
+            let backlog_full = self.backlog.pending() >= self.backlog_limit;
+            let wants_global = !self.ready.is_empty() && has_slot && !backlog_full;
+            let global = self.settings.global_sends.clone();
+            let backlog = self.backlog.clone();
+            tokio::select! {
+                biased;
+                Some((seq, result)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.on_completed(seq, result);
+                }
+                permit = global.acquire_owned(), if wants_global => {
+                    if let Ok(permit) = permit {
+                        self.start_send(permit);
+                    }
+                }
+                _ = backlog.wait_below(self.backlog_limit), if backlog_full && !self.ready.is_empty() => {}
+                _ = sleep_until_some(deadline), if deadline.is_some() => self.seal(),
+                command = self.commands.recv(), if self.ready.is_empty() && !self.commands_done => match command {
+                    Some(command) => {
+                        if self.on_command(command).await {
+                            break;
+                        }
+                    }
+                    None => {
+                        self.commands_done = true;
+                        self.seal();
+                    }
+                },
+            }
+        }
+        for done in self.close_waiters.drain(..) {
+            let _ = self.reports.send(Report::Barrier(done));
+        }
+    }
+
+    /// Everything is sent and reported, and no command can come any more.
+    fn is_finished(&self) -> bool {
+        self.commands_done
+            && self.building.is_none()
+            && self.ready.is_empty()
+            && self.in_flight.is_empty()
+    }
+
+    /// Handles one command; true when the actor must stop at once (abandoned).
+    async fn on_command(&mut self, command: Command) -> bool {
+        match command {
+            Command::Event(queued) => self.add(queued).await,
+            Command::Flush(ack) => self.flush(ack),
+            Command::Close {
+                abandon: false,
+                done,
+            } => {
+                self.close_waiters.push(done);
+                // Events already queued are still taken; new ones are refused.
+                self.commands.close();
+            }
+            Command::Close {
+                abandon: true,
+                done,
+            } => {
+                self.close_waiters.push(done);
+                self.abandon();
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The batch size limit, asking the connection layer the first time.
+    async fn max_size(&mut self) -> Result<usize> {
+        if let Some(size) = self.max_size {
+            return Ok(size);
+        }
+        let size = self.settings.sender.max_batch_size(&self.shared.id).await?;
+        self.max_size = Some(size);
+        Ok(size)
+    }
+
+    async fn add(&mut self, queued: Queued) {
+        let max_size = match self.max_size().await {
+            Ok(size) => size,
+            Err(e) => {
+                self.fail_now(vec![queued.event], queued.reservation, Arc::new(e));
+                return;
+            }
+        };
+        let encoded = match &queued.key {
+            Some(key) => encode_event(
+                &queued.event,
+                &[(PARTITION_KEY_ANNOTATION, AnnotationValue::String(key))],
+            ),
+            None => encode_event(&queued.event, &[]),
+        };
+        let building = self.building.get_or_insert_with(|| Building {
+            batch: EventDataBatch::new(BatchTarget::Partition(self.shared.id.clone()), max_size),
+            reservation: Reservation::default(),
+            oldest: queued.enqueued_at,
+        });
+        let refused = match building.batch.try_add_encoded(queued.event, encoded) {
+            Ok(()) => {
+                building.reservation.merge(queued.reservation);
+                return;
+            }
+            Err(refused) => refused,
+        };
+        if refused.is_too_large_for_any_batch() {
+            let error = Arc::new(refused.to_error());
+            if self.building.as_ref().is_some_and(|b| b.batch.is_empty()) {
+                self.building = None;
+            }
+            self.fail_now(vec![refused.into_event()], queued.reservation, error);
+            return;
+        }
+        // The batch is full: seal it and start the next one with this event.
+        self.seal();
+        let event = refused.into_event();
+        let encoded = match &queued.key {
+            Some(key) => encode_event(
+                &event,
+                &[(PARTITION_KEY_ANNOTATION, AnnotationValue::String(key))],
+            ),
+            None => encode_event(&event, &[]),
+        };
+        let mut batch =
+            EventDataBatch::new(BatchTarget::Partition(self.shared.id.clone()), max_size);
+        match batch.try_add_encoded(event, encoded) {
+            Ok(()) => {
+                self.building = Some(Building {
+                    batch,
+                    reservation: queued.reservation,
+                    oldest: queued.enqueued_at,
+                });
+            }
+            // It fitted in an empty batch a moment ago; report it rather than lose it.
+            Err(refused) => self.fail_now(
+                vec![refused.into_event()],
+                queued.reservation,
+                Arc::new(Error::new(
+                    ErrorKind::MessageTooLarge,
+                    "the event did not fit in an empty batch",
+                )),
+            ),
+        }
+    }
+
+    /// Seals the batch being built, if any, for sending.
+    fn seal(&mut self) {
+        if let Some(building) = self.building.take() {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.ready.push_back(Sealed {
+                seq,
+                batch: building.batch,
+                reservation: building.reservation,
+            });
+        }
+    }
+
+    fn flush(&mut self, ack: oneshot::Sender<()>) {
+        self.seal();
+        let target = self.next_seq - 1;
+        if target <= self.completed_seq {
+            let _ = self.reports.send(Report::Barrier(ack));
+        } else {
+            self.flush_waiters.push_back((target, ack));
+        }
+    }
+
+    /// Starts as many ready batches as the limits allow without waiting.
+    fn dispatch_ready(&mut self) {
+        while !self.ready.is_empty()
+            && self.in_flight.len() < self.settings.max_sends_per_partition
+            && self.backlog.pending() < self.backlog_limit
+        {
+            match self.settings.global_sends.clone().try_acquire_owned() {
+                Ok(permit) => self.start_send(permit),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn start_send(&mut self, permit: OwnedSemaphorePermit) {
+        let Some(sealed) = self.ready.pop_front() else {
+            return;
+        };
+        let bytes = sealed.batch.size_in_bytes();
+        let (_, encoded, events) = sealed.batch.into_parts();
+        let count = events.len();
+        self.in_flight_events
+            .push_back((sealed.seq, events, sealed.reservation));
+        let sender = self.settings.sender.clone();
+        let partition = self.shared.id.clone();
+        let span = tracing::info_span!("send_batch", partition = %partition, events = count, bytes);
+        self.in_flight.push_back(
+            async move {
+                let result = sender.send(&partition, encoded).await;
+                drop(permit);
+                (sealed.seq, result)
+            }
+            .instrument(span)
+            .boxed(),
+        );
+    }
+
+    /// Gives back the space of `count` events.
+    fn release(&self, count: usize, reservation: Reservation) {
+        drop(reservation);
+        self.shared.buffered.fetch_sub(count, Ordering::SeqCst);
+        self.settings
+            .total_buffered
+            .fetch_sub(count, Ordering::SeqCst);
+    }
+
+    fn report(&self, report: Report) {
+        if matches!(report, Report::Succeeded(_) | Report::Failed(_)) {
+            self.backlog.added();
+        }
+        if self.reports.send(report).is_err() {
+            tracing::error!(partition = %self.shared.id, "the reporter is gone; an outcome could not be reported");
+        }
+    }
+
+    fn on_completed(&mut self, seq: u64, result: Result<()>) {
+        let Some((sent_seq, events, reservation)) = self.in_flight_events.pop_front() else {
+            return;
+        };
+        debug_assert_eq!(sent_seq, seq);
+        self.release(events.len(), reservation);
+        let partition_id = self.shared.id.clone();
+        match result {
+            Ok(()) => {
+                self.shared.failing.store(false, Ordering::SeqCst);
+                self.report(Report::Succeeded(SendSucceededContext {
+                    partition_id,
+                    events,
+                }));
+            }
+            Err(error) => {
+                self.shared.failing.store(true, Ordering::SeqCst);
+                tracing::error!(partition = %partition_id, events = events.len(), error = %error, "batch not published");
+                self.report(Report::Failed(SendFailedContext {
+                    partition_id,
+                    events,
+                    error: Arc::new(error),
+                }));
+            }
+        }
+        self.completed_seq = seq;
+        while self
+            .flush_waiters
+            .front()
+            .is_some_and(|(target, _)| *target <= seq)
+        {
+            if let Some((_, ack)) = self.flush_waiters.pop_front() {
+                let _ = self.reports.send(Report::Barrier(ack));
+            }
+        }
+    }
+
+    /// Reports events as failed at once (too large, or the link could not be attached).
+    fn fail_now(&self, events: Vec<EventData>, reservation: Reservation, error: Arc<Error>) {
+        self.release(events.len(), reservation);
+        tracing::error!(partition = %self.shared.id, events = events.len(), error = %error, "events not published");
+        self.report(Report::Failed(SendFailedContext {
+            partition_id: self.shared.id.clone(),
+            events,
+            error,
+        }));
+    }
+
+    /// Stops at once: everything not yet published is reported as abandoned.
+    fn abandon(&mut self) {
+        self.commands.close();
+        let mut queued_events = Vec::new();
+        let mut queued_space = Reservation::default();
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Event(queued) => {
+                    queued_events.push(queued.event);
+                    queued_space.merge(queued.reservation);
+                }
+                Command::Flush(ack) => self.flush_waiters.push_back((u64::MAX, ack)),
+                Command::Close { done, .. } => self.close_waiters.push(done),
+            }
+        }
+        // Batches in flight are cancelled; whether the service got them is unknown.
+        self.in_flight = FuturesOrdered::new();
+        for (_, events, reservation) in std::mem::take(&mut self.in_flight_events) {
+            self.fail_now(events, reservation, abandoned(true));
+        }
+        self.seal();
+        for sealed in std::mem::take(&mut self.ready) {
+            let (_, _, events) = sealed.batch.into_parts();
+            self.fail_now(events, sealed.reservation, abandoned(false));
+        }
+        if !queued_events.is_empty() {
+            self.fail_now(queued_events, queued_space, abandoned(false));
+        }
+        for (_, ack) in std::mem::take(&mut self.flush_waiters) {
+            let _ = self.reports.send(Report::Barrier(ack));
+        }
+        self.commands_done = true;
+    }
+}

@@ -1,0 +1,43 @@
+//! The narrow interface the buffered producer needs from the connection layer, so its logic
+//! can be tested on its own.
+
+use async_trait::async_trait;
+
+use crate::batch::BatchTarget;
+use crate::error::Result;
+use crate::producer::ProducerClient;
+
+/// Sends batches to partitions; implemented by [`ProducerClient`].
+#[async_trait]
+pub(crate) trait BatchSender: Send + Sync + 'static {
+    /// The partition ids, in the service's order.
+    async fn partition_ids(&self) -> Result<Vec<String>>;
+    /// The largest batch the partition's link takes, in bytes.
+    async fn max_batch_size(&self, partition_id: &str) -> Result<usize>;
+    /// Sends pre-encoded events as one batch to the partition, retries included.
+    async fn send(&self, partition_id: &str, encoded: Vec<Vec<u8>>) -> Result<()>;
+    /// Closes the connection.
+    async fn close(&self);
+}
+
+#[async_trait]
+impl BatchSender for ProducerClient {
+    async fn partition_ids(&self) -> Result<Vec<String>> {
+        ProducerClient::partition_ids(self).await
+    }
+
+    async fn max_batch_size(&self, partition_id: &str) -> Result<usize> {
+        let path = format!("{}/Partitions/{partition_id}", self.eventhub_name());
+        let size = self.max_message_size(&path).await?;
+        Ok(usize::try_from(size).unwrap_or(usize::MAX))
+    }
+
+    async fn send(&self, partition_id: &str, encoded: Vec<Vec<u8>>) -> Result<()> {
+        self.send_encoded(&BatchTarget::Partition(partition_id.to_string()), encoded)
+            .await
+    }
+
+    async fn close(&self) {
+        ProducerClient::close(self).await;
+    }
+}
