@@ -10,6 +10,7 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use super::{BufferedProducerClient, EnqueueOptions};
 use crate::error::Error;
 use crate::event::EventData;
 
@@ -21,6 +22,16 @@ pub struct SendSucceededContext {
     pub partition_id: String,
     /// The events, in the order they were enqueued; yours to keep.
     pub events: Vec<EventData>,
+    /// The partition key each event was enqueued with (same order as `events`).
+    pub partition_keys: Vec<Option<String>>,
+    pub(crate) producer: Option<BufferedProducerClient>,
+}
+
+impl SendSucceededContext {
+    /// The producer that published the batch, while it is still open or closing.
+    pub fn producer(&self) -> Option<&BufferedProducerClient> {
+        self.producer.as_ref()
+    }
 }
 
 /// Events that were not published, and why.
@@ -31,8 +42,39 @@ pub struct SendFailedContext {
     pub partition_id: String,
     /// The events, in the order they were enqueued; yours to re-enqueue or keep.
     pub events: Vec<EventData>,
+    /// The partition key each event was enqueued with (same order as `events`).
+    pub partition_keys: Vec<Option<String>>,
     /// Why they failed (shared by every event of the batch).
     pub error: Arc<Error>,
+    pub(crate) producer: Option<BufferedProducerClient>,
+}
+
+impl SendFailedContext {
+    /// The producer the events were enqueued to, to re-enqueue them (an enqueue from a
+    /// handler never waits for space). None once the producer has been dropped.
+    pub fn producer(&self) -> Option<&BufferedProducerClient> {
+        self.producer.as_ref()
+    }
+
+    /// Enqueues the events again with the options they had: the same partition key, or,
+    /// for events without key, the same partition. Returns the total buffered count.
+    pub async fn requeue(self) -> crate::Result<usize> {
+        let producer = self.producer.ok_or_else(|| {
+            Error::new(
+                crate::ErrorKind::Closed,
+                "the producer is gone; the events cannot be re-enqueued",
+            )
+        })?;
+        let mut total = producer.total_buffered_event_count();
+        for (event, key) in self.events.into_iter().zip(self.partition_keys) {
+            let options = match key {
+                Some(key) => EnqueueOptions::default().with_partition_key(key),
+                None => EnqueueOptions::default().with_partition_id(self.partition_id.clone()),
+            };
+            total = producer.enqueue_event(event, options).await?;
+        }
+        Ok(total)
+    }
 }
 
 /// Receives the outcome of every batch. Calls for one partition come in send order;
@@ -147,6 +189,7 @@ pub(crate) async fn run_reporter(
     handler: Arc<dyn BufferedProducerHandler>,
     mut reports: mpsc::UnboundedReceiver<Report>,
     backlog: Arc<Backlog>,
+    producer: super::WeakProducer,
 ) {
     while let Some(report) = reports.recv().await {
         let call = match report {
@@ -154,8 +197,14 @@ pub(crate) async fn run_reporter(
                 let _ = ack.send(());
                 continue;
             }
-            Report::Succeeded(context) => handler.on_send_succeeded(context),
-            Report::Failed(context) => handler.on_send_failed(context),
+            Report::Succeeded(mut context) => {
+                context.producer = producer.upgrade();
+                handler.on_send_succeeded(context)
+            }
+            Report::Failed(mut context) => {
+                context.producer = producer.upgrade();
+                handler.on_send_failed(context)
+            }
         };
         let outcome = IN_HANDLER
             .scope((), AssertUnwindSafe(call).catch_unwind())

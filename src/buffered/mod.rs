@@ -43,6 +43,17 @@ pub use self::options::{
     DEFAULT_PARTITION_REFRESH_INTERVAL,
 };
 
+/// A reference to the producer that does not keep it alive (handlers' contexts use it, so
+/// that dropping the last handle still closes the producer).
+#[derive(Clone, Default)]
+pub(crate) struct WeakProducer(std::sync::Weak<Core>);
+
+impl WeakProducer {
+    pub(crate) fn upgrade(&self) -> Option<BufferedProducerClient> {
+        self.0.upgrade().map(|core| BufferedProducerClient { core })
+    }
+}
+
 /// What the producer keeps of one partition.
 struct PartitionHandle {
     shared: Arc<PartitionShared>,
@@ -68,11 +79,6 @@ impl PartitionSet {
     }
 }
 
-struct Refresh {
-    last: Instant,
-    running: bool,
-}
-
 /// The producer's state, shared by its handles.
 struct Core {
     options: BufferedProducerOptions,
@@ -81,7 +87,10 @@ struct Core {
     budget: ByteBudget,
     initialized: OnceCell<()>,
     partitions: RwLock<Arc<PartitionSet>>,
-    refresh: std::sync::Mutex<Refresh>,
+    /// When the partition list is next read, in milliseconds since `epoch`; `u64::MAX` while a
+    /// read is running.
+    next_refresh_ms: std::sync::atomic::AtomicU64,
+    epoch: Instant,
     round_robin: RoundRobin,
     closed: AtomicBool,
     close_lock: tokio::sync::Mutex<()>,
@@ -341,31 +350,32 @@ impl BufferedProducerClient {
         sender: Arc<dyn BatchSender>,
         handler: Arc<dyn BufferedProducerHandler>,
     ) -> Self {
-        let settings = Arc::new(ActorSettings {
-            sender,
-            handler,
-            max_wait_time: options.max_wait_time,
-            max_sends_per_partition: options.max_concurrent_sends_per_partition,
-            global_sends: Arc::new(Semaphore::new(options.max_concurrent_sends)),
-            total_buffered: Arc::new(AtomicUsize::new(0)),
-        });
-        Self {
-            core: Arc::new(Core {
+        let refresh_interval_ms = options.partition_refresh_interval.as_millis() as u64;
+        let core = Arc::new_cyclic(|weak| {
+            let settings = Arc::new(ActorSettings {
+                producer: WeakProducer(weak.clone()),
+                sender,
+                handler,
+                max_wait_time: options.max_wait_time,
+                max_sends_per_partition: options.max_concurrent_sends_per_partition,
+                global_sends: Arc::new(Semaphore::new(options.max_concurrent_sends)),
+                total_buffered: Arc::new(AtomicUsize::new(0)),
+            });
+            Core {
                 budget: ByteBudget::new(options.max_buffered_bytes),
                 options,
                 producer,
                 settings,
                 initialized: OnceCell::new(),
                 partitions: RwLock::new(Arc::new(PartitionSet::default())),
-                refresh: std::sync::Mutex::new(Refresh {
-                    last: Instant::now(),
-                    running: false,
-                }),
+                next_refresh_ms: std::sync::atomic::AtomicU64::new(refresh_interval_ms),
+                epoch: Instant::now(),
                 round_robin: RoundRobin::default(),
                 closed: AtomicBool::new(false),
                 close_lock: tokio::sync::Mutex::new(()),
-            }),
-        }
+            }
+        });
+        Self { core }
     }
 
     fn closed_error() -> Error {
@@ -390,7 +400,6 @@ impl BufferedProducerClient {
                 Ok::<(), Error>(())
             })
             .await?;
-        self.refresh_if_due();
         Ok(self.current_partitions())
     }
 
@@ -424,19 +433,21 @@ impl BufferedProducerClient {
     }
 
     /// Reads the partition list again in the background when the interval has passed.
-    /// Only enqueues call this, so an idle producer does nothing.
-    fn refresh_if_due(&self) {
+    /// Only enqueues call this, so an idle producer does nothing. One atomic load when not due.
+    fn refresh_if_due(&self, now: Instant) {
+        let now_ms = now.saturating_duration_since(self.core.epoch).as_millis() as u64;
+        let due = self.core.next_refresh_ms.load(Ordering::Relaxed);
+        if now_ms < due {
+            return;
+        }
+        // One caller wins the right to refresh; u64::MAX keeps the others out meanwhile.
+        if self
+            .core
+            .next_refresh_ms
+            .compare_exchange(due, u64::MAX, Ordering::SeqCst, Ordering::Relaxed)
+            .is_err()
         {
-            let mut refresh = match self.core.refresh.lock() {
-                Ok(guard) => guard,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            if refresh.running
-                || refresh.last.elapsed() < self.core.options.partition_refresh_interval
-            {
-                return;
-            }
-            refresh.running = true;
+            return;
         }
         let client = self.clone();
         tokio::spawn(async move {
@@ -446,12 +457,12 @@ impl BufferedProducerClient {
                     tracing::warn!(error = %e, "reading the partition list failed; keeping the known one")
                 }
             }
-            let mut refresh = match client.core.refresh.lock() {
-                Ok(guard) => guard,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            refresh.running = false;
-            refresh.last = Instant::now();
+            let interval = client.core.options.partition_refresh_interval.as_millis() as u64;
+            let now_ms = client.core.epoch.elapsed().as_millis() as u64;
+            client
+                .core
+                .next_refresh_ms
+                .store(now_ms + interval, Ordering::SeqCst);
         });
     }
 
@@ -514,14 +525,21 @@ impl BufferedProducerClient {
                 "the event hub reported no partitions",
             ));
         }
-        let order: Vec<usize> = self.core.round_robin.order(count).collect();
+        let first = self.core.round_robin.order(count).next().unwrap_or(0);
+        let order = (0..count).map(|i| (first + i) % count);
         if in_handler() {
-            let partition = set.partitions[order[0]].clone();
+            // Events a handler re-enqueues never wait; they go to the next partition that is
+            // not failing (or the next one, if all are).
+            let index = order
+                .clone()
+                .find(|&i| !set.partitions[i].shared.failing.load(Ordering::SeqCst))
+                .unwrap_or(first);
+            let partition = set.partitions[index].clone();
             let reservation = acquire_for_handler(&partition.shared.slots, &self.core.budget, size);
             return Ok((partition, reservation));
         }
         for want_failing in [false, true] {
-            for &i in &order {
+            for i in order.clone() {
                 let partition = &set.partitions[i];
                 if partition.shared.failing.load(Ordering::SeqCst) != want_failing {
                     continue;
@@ -533,7 +551,7 @@ impl BufferedProducerClient {
                 }
             }
         }
-        let waits = order.iter().map(|&i| {
+        let waits = order.map(|i| {
             let partition = set.partitions[i].clone();
             let budget = self.core.budget.clone();
             async move {
@@ -554,6 +572,8 @@ impl BufferedProducerClient {
         key: Option<String>,
         reservation: Reservation,
     ) -> Result<usize> {
+        let now = Instant::now();
+        self.refresh_if_due(now);
         partition.shared.buffered.fetch_add(1, Ordering::SeqCst);
         let total = self
             .core
@@ -565,7 +585,7 @@ impl BufferedProducerClient {
             event,
             key,
             reservation,
-            enqueued_at: Instant::now(),
+            enqueued_at: now,
         };
         if partition.commands.send(Command::Event(queued)).is_err() {
             partition.shared.buffered.fetch_sub(1, Ordering::SeqCst);
@@ -666,7 +686,11 @@ impl BufferedProducerClient {
     }
 
     /// Sends everything buffered now, without waiting out `max_wait_time`, and returns once
-    /// each of those events has had its handler call. Enqueues may go on meanwhile.
+    /// each of those events has had its handler call. Enqueues may go on meanwhile; events
+    /// enqueued after the call started (including events a failure handler re-enqueues while
+    /// it runs) are not waited for: loop on `flush` while
+    /// [`total_buffered_event_count`](Self::total_buffered_event_count) is above zero to
+    /// settle those too.
     pub async fn flush(&self) -> Result<()> {
         if self.is_closed() {
             return Err(Self::closed_error());

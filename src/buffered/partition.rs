@@ -59,6 +59,7 @@ pub(crate) struct PartitionShared {
 
 /// Settings and resources every actor of a producer shares.
 pub(crate) struct ActorSettings {
+    pub producer: super::WeakProducer,
     pub sender: Arc<dyn BatchSender>,
     pub handler: Arc<dyn BufferedProducerHandler>,
     pub max_wait_time: Option<Duration>,
@@ -86,6 +87,7 @@ pub(crate) fn spawn(
         settings.handler.clone(),
         reports_rx,
         backlog.clone(),
+        settings.producer.clone(),
     ));
     let backlog_limit = (2 * settings.max_sends_per_partition).max(4);
     let actor = Actor {
@@ -112,6 +114,7 @@ pub(crate) fn spawn(
 
 struct Building {
     batch: EventDataBatch,
+    keys: Vec<Option<String>>,
     reservation: Reservation,
     oldest: Instant,
 }
@@ -119,6 +122,15 @@ struct Building {
 struct Sealed {
     seq: u64,
     batch: EventDataBatch,
+    keys: Vec<Option<String>>,
+    reservation: Reservation,
+}
+
+/// Events of a batch in flight, with their keys and the space they hold.
+struct InFlight {
+    seq: u64,
+    events: Vec<EventData>,
+    keys: Vec<Option<String>>,
     reservation: Reservation,
 }
 
@@ -138,8 +150,8 @@ struct Actor {
     building: Option<Building>,
     ready: VecDeque<Sealed>,
     in_flight: FuturesOrdered<Sending>,
-    /// Events of the batches in flight, in send order, with the space they hold.
-    in_flight_events: VecDeque<(u64, Vec<EventData>, Reservation)>,
+    /// Events of the batches in flight, in send order.
+    in_flight_events: VecDeque<InFlight>,
     next_seq: u64,
     completed_seq: u64,
     /// Flushes waiting for every batch up to a sequence number to be reported.
@@ -166,6 +178,7 @@ async fn sleep_until_some(deadline: Option<Instant>) {
 impl Actor {
     async fn run(mut self) {
         loop {
+            self.seal_if_nothing_more_can_come();
             self.dispatch_ready();
             if self.is_finished() {
                 break;
@@ -191,9 +204,11 @@ impl Actor {
                 }
                 _ = backlog.wait_below(self.backlog_limit), if backlog_full && !self.ready.is_empty() => {}
                 _ = sleep_until_some(deadline), if deadline.is_some() => self.seal(),
-                command = self.commands.recv(), if self.ready.is_empty() && !self.commands_done => match command {
+                // Read even while sealed batches wait for a send slot: a close_abandoning must
+                // not wait behind a send that hangs (memory stays bounded by the slots).
+                command = self.commands.recv(), if !self.commands_done => match command {
                     Some(command) => {
-                        if self.on_command(command).await {
+                        if self.on_command(command).await || self.drain_burst().await {
                             break;
                         }
                     }
@@ -209,12 +224,47 @@ impl Actor {
         }
     }
 
+    /// Seals the batch being built when the partition's buffer is full and its queue is empty:
+    /// enqueuers are waiting for space only a send can free, so waiting for the batch to
+    /// fill or for `max_wait_time` would only stall them.
+    fn seal_if_nothing_more_can_come(&mut self) {
+        if self.building.is_some()
+            && self.ready.is_empty()
+            && self.commands.is_empty()
+            && self.shared.slots.available_permits() == 0
+        {
+            self.seal();
+        }
+    }
+
     /// Everything is sent and reported, and no command can come any more.
     fn is_finished(&self) -> bool {
         self.commands_done
             && self.building.is_none()
             && self.ready.is_empty()
             && self.in_flight.is_empty()
+    }
+
+    /// Takes the commands already queued, up to a bound, without going back to `select!`:
+    /// under load this turns one wake-up per event into one per burst. Stops early when a
+    /// batch is sealed (it must be sent first) and after `MAX_BURST` commands, so completions
+    /// are not held up. True when the actor must stop at once (abandoned).
+    async fn drain_burst(&mut self) -> bool {
+        const MAX_BURST: usize = 1024;
+        for _ in 0..MAX_BURST {
+            if !self.ready.is_empty() {
+                break;
+            }
+            match self.commands.try_recv() {
+                Ok(command) => {
+                    if self.on_command(command).await {
+                        return true;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        false
     }
 
     /// Handles one command; true when the actor must stop at once (abandoned).
@@ -252,29 +302,50 @@ impl Actor {
         Ok(size)
     }
 
+    fn encode(queued_key: &Option<String>, event: &EventData) -> Vec<u8> {
+        match queued_key {
+            Some(key) => encode_event(
+                event,
+                &[(PARTITION_KEY_ANNOTATION, AnnotationValue::String(key))],
+            ),
+            None => encode_event(event, &[]),
+        }
+    }
+
+    fn new_building(&self, max_size: usize, oldest: Instant) -> Building {
+        Building {
+            batch: EventDataBatch::new(BatchTarget::Partition(self.shared.id.clone()), max_size),
+            keys: Vec::new(),
+            reservation: Reservation::default(),
+            oldest,
+        }
+    }
+
     async fn add(&mut self, queued: Queued) {
+        let Queued {
+            event,
+            key,
+            reservation,
+            enqueued_at,
+        } = queued;
         let max_size = match self.max_size().await {
             Ok(size) => size,
             Err(e) => {
-                self.fail_now(vec![queued.event], queued.reservation, Arc::new(e));
+                self.fail_now(vec![event], vec![key], reservation, Arc::new(e));
                 return;
             }
         };
-        let encoded = match &queued.key {
-            Some(key) => encode_event(
-                &queued.event,
-                &[(PARTITION_KEY_ANNOTATION, AnnotationValue::String(key))],
-            ),
-            None => encode_event(&queued.event, &[]),
+        let encoded = Self::encode(&key, &event);
+        if self.building.is_none() {
+            self.building = Some(self.new_building(max_size, enqueued_at));
+        }
+        let Some(building) = self.building.as_mut() else {
+            return;
         };
-        let building = self.building.get_or_insert_with(|| Building {
-            batch: EventDataBatch::new(BatchTarget::Partition(self.shared.id.clone()), max_size),
-            reservation: Reservation::default(),
-            oldest: queued.enqueued_at,
-        });
-        let refused = match building.batch.try_add_encoded(queued.event, encoded) {
+        let refused = match building.batch.try_add_encoded(event, encoded) {
             Ok(()) => {
-                building.reservation.merge(queued.reservation);
+                building.keys.push(key);
+                building.reservation.merge(reservation);
                 return;
             }
             Err(refused) => refused,
@@ -284,33 +355,25 @@ impl Actor {
             if self.building.as_ref().is_some_and(|b| b.batch.is_empty()) {
                 self.building = None;
             }
-            self.fail_now(vec![refused.into_event()], queued.reservation, error);
+            self.fail_now(vec![refused.into_event()], vec![key], reservation, error);
             return;
         }
         // The batch is full: seal it and start the next one with this event.
         self.seal();
         let event = refused.into_event();
-        let encoded = match &queued.key {
-            Some(key) => encode_event(
-                &event,
-                &[(PARTITION_KEY_ANNOTATION, AnnotationValue::String(key))],
-            ),
-            None => encode_event(&event, &[]),
-        };
-        let mut batch =
-            EventDataBatch::new(BatchTarget::Partition(self.shared.id.clone()), max_size);
-        match batch.try_add_encoded(event, encoded) {
+        let encoded = Self::encode(&key, &event);
+        let mut building = self.new_building(max_size, enqueued_at);
+        match building.batch.try_add_encoded(event, encoded) {
             Ok(()) => {
-                self.building = Some(Building {
-                    batch,
-                    reservation: queued.reservation,
-                    oldest: queued.enqueued_at,
-                });
+                building.keys.push(key);
+                building.reservation.merge(reservation);
+                self.building = Some(building);
             }
             // It fitted in an empty batch a moment ago; report it rather than lose it.
             Err(refused) => self.fail_now(
                 vec![refused.into_event()],
-                queued.reservation,
+                vec![key],
+                reservation,
                 Arc::new(Error::new(
                     ErrorKind::MessageTooLarge,
                     "the event did not fit in an empty batch",
@@ -327,6 +390,7 @@ impl Actor {
             self.ready.push_back(Sealed {
                 seq,
                 batch: building.batch,
+                keys: building.keys,
                 reservation: building.reservation,
             });
         }
@@ -362,8 +426,12 @@ impl Actor {
         let bytes = sealed.batch.size_in_bytes();
         let (_, encoded, events) = sealed.batch.into_parts();
         let count = events.len();
-        self.in_flight_events
-            .push_back((sealed.seq, events, sealed.reservation));
+        self.in_flight_events.push_back(InFlight {
+            seq: sealed.seq,
+            events,
+            keys: sealed.keys,
+            reservation: sealed.reservation,
+        });
         let sender = self.settings.sender.clone();
         let partition = self.shared.id.clone();
         let span = tracing::info_span!("send_batch", partition = %partition, events = count, bytes);
@@ -380,11 +448,13 @@ impl Actor {
 
     /// Gives back the space of `count` events.
     fn release(&self, count: usize, reservation: Reservation) {
-        drop(reservation);
+        // Counts first: an enqueuer woken by the freed space must not be counted on top of
+        // the events it replaces (the counts would briefly exceed the partition's limit).
         self.shared.buffered.fetch_sub(count, Ordering::SeqCst);
         self.settings
             .total_buffered
             .fetch_sub(count, Ordering::SeqCst);
+        drop(reservation);
     }
 
     fn report(&self, report: Report) {
@@ -397,7 +467,13 @@ impl Actor {
     }
 
     fn on_completed(&mut self, seq: u64, result: Result<()>) {
-        let Some((sent_seq, events, reservation)) = self.in_flight_events.pop_front() else {
+        let Some(InFlight {
+            seq: sent_seq,
+            events,
+            keys,
+            reservation,
+        }) = self.in_flight_events.pop_front()
+        else {
             return;
         };
         debug_assert_eq!(sent_seq, seq);
@@ -409,6 +485,8 @@ impl Actor {
                 self.report(Report::Succeeded(SendSucceededContext {
                     partition_id,
                     events,
+                    partition_keys: keys,
+                    producer: None,
                 }));
             }
             Err(error) => {
@@ -417,7 +495,9 @@ impl Actor {
                 self.report(Report::Failed(SendFailedContext {
                     partition_id,
                     events,
+                    partition_keys: keys,
                     error: Arc::new(error),
+                    producer: None,
                 }));
             }
         }
@@ -434,13 +514,21 @@ impl Actor {
     }
 
     /// Reports events as failed at once (too large, or the link could not be attached).
-    fn fail_now(&self, events: Vec<EventData>, reservation: Reservation, error: Arc<Error>) {
+    fn fail_now(
+        &self,
+        events: Vec<EventData>,
+        keys: Vec<Option<String>>,
+        reservation: Reservation,
+        error: Arc<Error>,
+    ) {
         self.release(events.len(), reservation);
         tracing::error!(partition = %self.shared.id, events = events.len(), error = %error, "events not published");
         self.report(Report::Failed(SendFailedContext {
             partition_id: self.shared.id.clone(),
             events,
+            partition_keys: keys,
             error,
+            producer: None,
         }));
     }
 
@@ -448,11 +536,13 @@ impl Actor {
     fn abandon(&mut self) {
         self.commands.close();
         let mut queued_events = Vec::new();
+        let mut queued_keys = Vec::new();
         let mut queued_space = Reservation::default();
         while let Ok(command) = self.commands.try_recv() {
             match command {
                 Command::Event(queued) => {
                     queued_events.push(queued.event);
+                    queued_keys.push(queued.key);
                     queued_space.merge(queued.reservation);
                 }
                 Command::Flush(ack) => self.flush_waiters.push_back((u64::MAX, ack)),
@@ -461,16 +551,16 @@ impl Actor {
         }
         // Batches in flight are cancelled; whether the service got them is unknown.
         self.in_flight = FuturesOrdered::new();
-        for (_, events, reservation) in std::mem::take(&mut self.in_flight_events) {
-            self.fail_now(events, reservation, abandoned(true));
+        for batch in std::mem::take(&mut self.in_flight_events) {
+            self.fail_now(batch.events, batch.keys, batch.reservation, abandoned(true));
         }
         self.seal();
         for sealed in std::mem::take(&mut self.ready) {
             let (_, _, events) = sealed.batch.into_parts();
-            self.fail_now(events, sealed.reservation, abandoned(false));
+            self.fail_now(events, sealed.keys, sealed.reservation, abandoned(false));
         }
         if !queued_events.is_empty() {
-            self.fail_now(queued_events, queued_space, abandoned(false));
+            self.fail_now(queued_events, queued_keys, queued_space, abandoned(false));
         }
         for (_, ack) in std::mem::take(&mut self.flush_waiters) {
             let _ = self.reports.send(Report::Barrier(ack));

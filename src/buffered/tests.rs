@@ -273,15 +273,16 @@ async fn back_pressure_blocks_and_resumes_when_a_send_completes() {
     let sender = MockSender::new(1 << 20, Duration::from_millis(100));
     let options = BufferedProducerOptions::default()
         .with_max_buffered_events_per_partition(2)
-        .with_max_wait_time(Some(Duration::from_millis(10)));
+        .with_max_wait_time(Some(Duration::from_secs(10)));
     let (client, _) = producer(sender.clone(), options);
     let start = Instant::now();
     client.enqueue_event(event("1"), to("0")).await.unwrap();
     client.enqueue_event(event("2"), to("0")).await.unwrap();
     assert_eq!(client.buffered_event_count("0"), 2);
-    // Full: the third waits for the batch (sealed at 10 ms, sent for 100 ms) to complete.
+    // Full: the batch goes at once (waiting out max_wait_time could only stall the enqueuer),
+    // and the third enqueue resumes when its 100 ms send completes.
     client.enqueue_event(event("3"), to("0")).await.unwrap();
-    assert_eq!(Instant::now() - start, Duration::from_millis(110));
+    assert_eq!(Instant::now() - start, Duration::from_millis(100));
     assert_eq!(client.buffered_event_count("0"), 1);
 }
 
@@ -497,8 +498,8 @@ async fn a_failure_handler_that_re_enqueues_with_full_buffers_completes() {
     for _ in 0..3 {
         sender.fail_next(ErrorKind::ServerBusy);
     }
-    let slot: Arc<Mutex<Option<BufferedProducerClient>>> = Arc::default();
     let delivered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let keys_seen = Arc::new(Mutex::new(Vec::new()));
     let options = BufferedProducerOptions::default().with_max_buffered_events_per_partition(2);
     let handler = ClosureHandler {
         succeeded: Some(boxed_succeeded({
@@ -509,29 +510,28 @@ async fn a_failure_handler_that_re_enqueues_with_full_buffers_completes() {
             }
         })),
         failed: boxed_failed({
-            let slot = slot.clone();
+            let keys_seen = keys_seen.clone();
             move |context: SendFailedContext| {
-                let client = slot.lock().unwrap().clone();
+                keys_seen
+                    .lock()
+                    .unwrap()
+                    .extend(context.partition_keys.clone());
                 async move {
-                    if let Some(client) = client {
-                        for e in context.events {
-                            client
-                                .enqueue_event(e, to(&context.partition_id))
-                                .await
-                                .expect("re-enqueued");
-                        }
-                    }
+                    context
+                        .requeue()
+                        .await
+                        .expect("re-enqueued without waiting");
                 }
             }
         }),
     };
     let client =
         BufferedProducerClient::from_parts(options, None, sender.clone(), Arc::new(handler));
-    *slot.lock().unwrap() = Some(client.clone());
-    // Keep partition 0 full while the failures come back.
+    // Keep every buffer full while the failures come back.
     for i in 0..20 {
+        let options = EnqueueOptions::default().with_partition_key("TheBestParitionEver");
         client
-            .enqueue_event(event(&format!("e{i}")), to("0"))
+            .enqueue_event(event(&format!("e{i}")), options)
             .await
             .unwrap();
     }
@@ -542,7 +542,15 @@ async fn a_failure_handler_that_re_enqueues_with_full_buffers_completes() {
     })
     .await
     .expect("every event is delivered; no deadlock");
-    slot.lock().unwrap().take();
+    let keys = keys_seen.lock().unwrap().clone();
+    assert!(!keys.is_empty());
+    assert!(
+        keys.iter()
+            .all(|k| k.as_deref() == Some("TheBestParitionEver")),
+        "{keys:?}"
+    );
+    // Re-enqueued with their key, they stayed on the key's partition.
+    assert!(sender.sent().iter().all(|s| s.partition == "2"));
 }
 
 #[tokio::test(start_paused = true)]

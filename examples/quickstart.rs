@@ -1,0 +1,350 @@
+//! Quickstart: publish events with the buffered producer and see where they went.
+//!
+//! ```text
+//! cargo run --release --example quickstart [-- --events N]
+//! ```
+//!
+//! Where it publishes:
+//!
+//! * `EVENTHUBS_CONNECTION_STRING` unset or empty: to an in-process emulator (event hub `hub`,
+//!   4 partitions), so the example runs anywhere, offline; at the end it checks that the
+//!   emulator stored exactly the events the producer confirmed.
+//! * `EVENTHUBS_CONNECTION_STRING` set: to that event hub, named by the string's `EntityPath`
+//!   or by `EVENTHUBS_NAME`.
+//!
+//! What it does: 4 tasks enqueue `N` events (default 100,000) between them, half routed
+//! automatically, half with one of 64 partition keys. The producer batches them per partition
+//! and reports every batch to the handlers, which count what was confirmed and what failed.
+//! A progress bar of confirmed events is drawn on stderr. At the end it prints a per-partition
+//! table, the totals and the throughput, and exits non-zero if any event failed.
+
+use std::collections::HashMap;
+use std::env::{self, VarError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use eventhubs_buffered::{
+    BufferedProducerClient, EnqueueOptions, ErrorKind, EventData, SendFailedContext,
+    SendSucceededContext,
+};
+use eventhubs_emulator::Emulator;
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+
+type BoxError = Box<dyn std::error::Error>;
+
+const DEFAULT_EVENTS: u32 = 100_000;
+/// Tasks enqueueing at the same time, as several parts of an application would.
+const PUBLISHERS: u32 = 4;
+/// Distinct partition keys ("device-0" to "device-63") of the keyed half.
+const DEVICES: u32 = 64;
+const EMULATOR_HUB: &str = "hub";
+const EMULATOR_PARTITIONS: usize = 4;
+/// How many failed batches are printed in full; the rest are only counted.
+const ERRORS_SHOWN: u64 = 5;
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+const PROGRESS_WIDTH: usize = 40;
+
+struct Args {
+    events: u32,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        events: DEFAULT_EVENTS,
+    };
+    let mut words = env::args().skip(1);
+    while let Some(flag) = words.next() {
+        match flag.as_str() {
+            "--events" => {
+                let value = words.next().ok_or("--events needs a value")?;
+                args.events = value
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| format!("--events: '{value}' is not a positive number"))?;
+            }
+            other => return Err(format!("unknown argument '{other}'; usage: [--events N]")),
+        }
+    }
+    Ok(args)
+}
+
+/// The event hub to publish to, and the emulator serving it when there is one.
+struct Destination {
+    connection_string: String,
+    eventhub: Option<String>,
+    emulator: Option<Emulator>,
+}
+
+impl Destination {
+    async fn from_env() -> Result<Self, BoxError> {
+        match env::var("EVENTHUBS_CONNECTION_STRING") {
+            Ok(connection_string) if !connection_string.trim().is_empty() => Ok(Self {
+                connection_string,
+                eventhub: env::var("EVENTHUBS_NAME")
+                    .ok()
+                    .filter(|name| !name.is_empty()),
+                emulator: None,
+            }),
+            Ok(_) | Err(VarError::NotPresent) => {
+                let emulator = Emulator::builder()
+                    .hub(EMULATOR_HUB, EMULATOR_PARTITIONS)
+                    .start()
+                    .await?;
+                println!("EVENTHUBS_CONNECTION_STRING is not set: using an in-process emulator");
+                Ok(Self {
+                    connection_string: emulator.connection_string(),
+                    eventhub: None,
+                    emulator: Some(emulator),
+                })
+            }
+            Err(VarError::NotUnicode(_)) => {
+                Err("EVENTHUBS_CONNECTION_STRING is not valid Unicode".into())
+            }
+        }
+    }
+}
+
+/// Locks a mutex even if a panicking handler poisoned it: the counts stay meaningful.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct PartitionTally {
+    events: u64,
+    batches: u64,
+}
+
+/// What the handlers learned. Handlers are called once per batch, not per event, so the
+/// mutexes are taken a few hundred times a second at most.
+#[derive(Default)]
+struct Tally {
+    confirmed: AtomicU64,
+    failed: AtomicU64,
+    failed_batches: AtomicU64,
+    partitions: Mutex<HashMap<String, PartitionTally>>,
+    failures_by_kind: Mutex<HashMap<ErrorKind, u64>>,
+}
+
+impl Tally {
+    fn record_success(&self, context: &SendSucceededContext) {
+        let events = context.events.len() as u64;
+        self.confirmed.fetch_add(events, Ordering::Relaxed);
+        let mut partitions = lock(&self.partitions);
+        let tally = partitions.entry(context.partition_id.clone()).or_default();
+        tally.events += events;
+        tally.batches += 1;
+    }
+
+    fn record_failure(&self, context: &SendFailedContext) {
+        let events = context.events.len() as u64;
+        self.failed.fetch_add(events, Ordering::Relaxed);
+        *lock(&self.failures_by_kind)
+            .entry(context.error.kind())
+            .or_default() += events;
+        let batch_number = self.failed_batches.fetch_add(1, Ordering::Relaxed);
+        if batch_number < ERRORS_SHOWN {
+            // Start on a new line: the progress bar owns the current one.
+            eprintln!(
+                "\npartition {}: {events} events not published: {}",
+                context.partition_id, context.error
+            );
+        }
+    }
+
+    fn confirmed(&self) -> u64 {
+        self.confirmed.load(Ordering::Relaxed)
+    }
+
+    fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    fn partition(&self, id: &str) -> PartitionTally {
+        lock(&self.partitions).get(id).copied().unwrap_or_default()
+    }
+}
+
+fn build_producer(
+    destination: &Destination,
+    tally: &Arc<Tally>,
+) -> Result<BufferedProducerClient, BoxError> {
+    let on_success = tally.clone();
+    let on_failure = tally.clone();
+    let producer = BufferedProducerClient::from_connection_string(
+        &destination.connection_string,
+        destination.eventhub.as_deref(),
+    )
+    // The counting is synchronous, so the handlers do it before returning a ready future.
+    .on_send_succeeded(move |context| {
+        on_success.record_success(&context);
+        async {}
+    })
+    .on_send_failed(move |context| {
+        on_failure.record_failure(&context);
+        async {}
+    })
+    .build()?;
+    Ok(producer)
+}
+
+/// Event `index`: even indexes are routed automatically (to whichever partition has room),
+/// odd ones carry a device's partition key, so all events of a device land in one partition,
+/// in order.
+fn make_event(index: u32) -> (EventData, EnqueueOptions) {
+    let routing = if index.is_multiple_of(2) {
+        None
+    } else {
+        Some(format!("device-{}", index % DEVICES))
+    };
+    let body = match &routing {
+        Some(device) => format!(r#"{{"index":{index},"device":"{device}","reading":{index}}}"#),
+        None => format!(r#"{{"index":{index},"reading":{index}}}"#),
+    };
+    let event = EventData::from(body).with_property("index", i64::from(index));
+    let options = match routing {
+        Some(key) => EnqueueOptions::default().with_partition_key(key),
+        None => EnqueueOptions::default(),
+    };
+    (event, options)
+}
+
+/// Enqueues `events` events from `PUBLISHERS` tasks; returns how many were enqueued.
+///
+/// Task `t` takes indexes `t, t + PUBLISHERS, ...`; since `DEVICES` is a multiple of
+/// `PUBLISHERS`, each device's events come from one task, in index order.
+async fn publish(producer: &BufferedProducerClient, events: u32) -> Result<u64, BoxError> {
+    let mut publishers = JoinSet::new();
+    for first in 0..PUBLISHERS.min(events) {
+        let producer = producer.clone();
+        publishers.spawn(async move {
+            let mut enqueued = 0u64;
+            for index in (first..events).step_by(PUBLISHERS as usize) {
+                let (event, options) = make_event(index);
+                // Waits when the partition's buffer is full: that is the back pressure.
+                producer.enqueue_event(event, options).await?;
+                enqueued += 1;
+            }
+            Ok::<u64, eventhubs_buffered::Error>(enqueued)
+        });
+    }
+    let mut total = 0;
+    while let Some(joined) = publishers.join_next().await {
+        total += joined??;
+    }
+    Ok(total)
+}
+
+fn draw_progress(confirmed: u64, total: u64) {
+    let ratio = (confirmed as f64 / total.max(1) as f64).min(1.0);
+    let filled = (ratio * PROGRESS_WIDTH as f64).round() as usize;
+    eprint!(
+        "\r[{}{}] {confirmed:>10}/{total} confirmed {:>3.0}%",
+        "#".repeat(filled),
+        " ".repeat(PROGRESS_WIDTH - filled),
+        ratio * 100.0
+    );
+}
+
+/// Redraws the progress bar on a timer (not per event, which would cost more than the
+/// publishing) until `stop` fires, then draws it one last time and ends the line.
+async fn show_progress(tally: Arc<Tally>, total: u64, mut stop: oneshot::Receiver<()>) {
+    let mut ticks = tokio::time::interval(PROGRESS_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => draw_progress(tally.confirmed(), total),
+            _ = &mut stop => break,
+        }
+    }
+    draw_progress(tally.confirmed(), total);
+    eprintln!();
+}
+
+fn print_partition_table(partition_ids: &[String], tally: &Tally) {
+    println!();
+    println!(
+        "{:>9} {:>10} {:>8} {:>11}",
+        "partition", "events", "batches", "mean batch"
+    );
+    for id in partition_ids {
+        let PartitionTally { events, batches } = tally.partition(id);
+        let mean = if batches == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.1}", events as f64 / batches as f64)
+        };
+        println!("{id:>9} {events:>10} {batches:>8} {mean:>11}");
+    }
+}
+
+fn print_totals(enqueued: u64, tally: &Tally, elapsed: Duration) {
+    println!();
+    println!("enqueued:   {enqueued}");
+    println!("confirmed:  {}", tally.confirmed());
+    println!("failed:     {}", tally.failed());
+    for (kind, count) in lock(&tally.failures_by_kind).iter() {
+        println!("  {kind}: {count}");
+    }
+    let seconds = elapsed.as_secs_f64();
+    println!("elapsed:    {seconds:.2} s");
+    println!(
+        "throughput: {:.0} events/s",
+        tally.confirmed() as f64 / seconds.max(f64::EPSILON)
+    );
+}
+
+/// The emulator is the ground truth: every confirmed event must be stored, and nothing else.
+fn check_emulator(emulator: &Emulator, confirmed: u64) -> Result<(), BoxError> {
+    let stored = emulator.total_event_count(EMULATOR_HUB)? as u64;
+    println!("stored by the emulator: {stored}");
+    if stored != confirmed {
+        return Err(format!(
+            "the emulator stored {stored} events but the producer confirmed {confirmed}"
+        )
+        .into());
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let args = parse_args()?;
+    let destination = Destination::from_env().await?;
+    let tally = Arc::new(Tally::default());
+    let producer = build_producer(&destination, &tally)?;
+    // Connect before the clock starts. A wrong key or hub name fails here, with a clear error,
+    // rather than in the middle of the progress bar.
+    producer.partition_ids().await?;
+    println!(
+        "publishing {} events to event hub '{}' from {PUBLISHERS} tasks",
+        args.events,
+        producer.eventhub_name()
+    );
+
+    let started = Instant::now();
+    let (stop_progress, stop) = oneshot::channel();
+    let progress = tokio::spawn(show_progress(tally.clone(), u64::from(args.events), stop));
+    let published = publish(&producer, args.events).await;
+    // Even if a publisher failed, send what was enqueued so that the counts below are final.
+    producer.flush().await?;
+    let elapsed = started.elapsed();
+    let _ = stop_progress.send(());
+    progress.await?;
+    let enqueued = published?;
+    // Read again: the list can grow while the producer runs (the producer rereads it periodically).
+    let partition_ids = producer.partition_ids().await?;
+    producer.close().await?;
+
+    print_partition_table(&partition_ids, &tally);
+    print_totals(enqueued, &tally, elapsed);
+    if let Some(emulator) = &destination.emulator {
+        check_emulator(emulator, tally.confirmed())?;
+    }
+    if tally.failed() > 0 {
+        return Err(format!("{} events were not published", tally.failed()).into());
+    }
+    Ok(())
+}
