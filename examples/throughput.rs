@@ -1,7 +1,8 @@
 //! Throughput of the buffered producer against the limit of the connection layer, in one run.
 //!
 //! `cargo run --release --example throughput -- [--events N] [--size BYTES] [--partitions N]
-//! [--delay-ms MS] [--concurrency-per-partition N] [--max-concurrent-sends N]`
+//! [--delay-ms MS] [--concurrency-per-partition N] [--max-concurrent-sends N]
+//! [--buffered-events-per-partition N]`
 //!
 //! 1. Publishes `events` events of `size` bytes through `BufferedProducerClient` to the
 //!    in-process emulator (automatic routing, enqueued from 4 tasks), and waits until the last
@@ -29,6 +30,7 @@ struct Args {
     delay: Duration,
     per_partition: usize,
     max_sends: usize,
+    buffered_events: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -39,6 +41,7 @@ fn parse_args() -> Result<Args, String> {
         delay: Duration::ZERO,
         per_partition: 1,
         max_sends: eventhubs_buffered::DEFAULT_MAX_CONCURRENT_SENDS,
+        buffered_events: eventhubs_buffered::DEFAULT_MAX_BUFFERED_EVENTS_PER_PARTITION,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -53,6 +56,7 @@ fn parse_args() -> Result<Args, String> {
             "--delay-ms" => args.delay = Duration::from_millis(n),
             "--concurrency-per-partition" => args.per_partition = (n as usize).clamp(1, 100),
             "--max-concurrent-sends" => args.max_sends = (n as usize).max(1),
+            "--buffered-events-per-partition" => args.buffered_events = (n as usize).max(1),
             other => return Err(format!("unknown flag {other}")),
         }
     }

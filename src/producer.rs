@@ -474,26 +474,30 @@ impl ProducerClient {
         };
         let payload = Payload::batch(key, encoded);
         let path = self.path_for(target);
-        let span =
-            tracing::debug_span!("send_batch", eventhub = %self.inner.eventhub, path = %path);
-        let _entered = span.enter();
-        self.inner
-            .retry
-            .run("send", |_| {
-                let path = path.as_str();
-                let payload = &payload;
-                async move {
-                    let sender = self.sender(path).await.map_err(|f| f.error)?;
-                    match sender.send(payload).await {
-                        Ok(()) => Ok(()),
-                        Err(failure) => {
-                            self.forget(path, &sender, failure.broken).await;
-                            Err(failure.error)
-                        }
+        let span = tracing::info_span!(
+            "send",
+            eventhub = %self.inner.eventhub,
+            path = %path,
+            attempt = tracing::field::Empty
+        );
+        let send = self.inner.retry.run("send", |attempt| {
+            let path = path.as_str();
+            let payload = &payload;
+            tracing::Span::current().record("attempt", attempt);
+            async move {
+                let sender = self.sender(path).await.map_err(|f| f.error)?;
+                let generation = sender.generation();
+                let is_lost = || self.inner.connection.is_generation_lost(generation);
+                match sender.send(payload, is_lost).await {
+                    Ok(()) => Ok(()),
+                    Err(failure) => {
+                        self.forget(path, &sender, failure.broken).await;
+                        Err(failure.error)
                     }
                 }
-            })
-            .await
+            }
+        });
+        tracing::Instrument::instrument(send, span).await
     }
 
     /// Sends `events` as one batch (all or nothing). Events that do not fit in one batch are

@@ -294,6 +294,18 @@ impl AmqpConnection {
         Ok(AmqpSender::new(sender, live.generation, path.to_string()))
     }
 
+    /// Whether the connection of `generation` is gone (closed, or already replaced). Never
+    /// waits: when the connection is busy it answers false and the caller asks again later.
+    pub(crate) fn is_generation_lost(&self, generation: u64) -> bool {
+        match self.live.try_lock() {
+            Ok(guard) => match guard.as_ref() {
+                Some(live) => live.generation != generation || live.connection.is_closed(),
+                None => true,
+            },
+            Err(_) => false,
+        }
+    }
+
     /// Forgets the connection of `generation` (after a failure that broke it), so the next
     /// operation opens a new one.
     pub(crate) async fn invalidate(&self, generation: u64) {

@@ -8,8 +8,9 @@ use fe2o3_amqp::types::primitives::{Binary, Symbol, Value};
 use fe2o3_amqp::Sendable;
 use tokio::sync::Mutex;
 
-use super::errors::{from_outcome, from_send_error, Failure};
+use super::errors::{from_outcome, from_send_error, Broken, Failure};
 use super::message::{BATCH_MESSAGE_FORMAT, PARTITION_KEY_ANNOTATION};
+use crate::error::{Error, ErrorKind};
 
 /// A batch ready for the wire. Built once; retries send the same payload.
 pub(crate) struct Payload(Sendable<Body<Value>>);
@@ -57,6 +58,19 @@ impl Payload {
     }
 }
 
+/// How often a send in flight checks that its connection is still there. Only while a
+/// delivery awaits its outcome: an idle producer does not wake up for this.
+const LIVENESS_CHECK: std::time::Duration = std::time::Duration::from_millis(200);
+
+async fn wait_until_lost(is_lost: impl Fn() -> bool) {
+    loop {
+        tokio::time::sleep(LIVENESS_CHECK).await;
+        if is_lost() {
+            return;
+        }
+    }
+}
+
 pub(crate) struct AmqpSender {
     link: Mutex<Sender>,
     max_message_size: Option<u64>,
@@ -94,16 +108,30 @@ impl AmqpSender {
         self.generation
     }
 
-    /// Sends one delivery and waits for the service's outcome.
-    pub(crate) async fn send(&self, payload: &Payload) -> Result<(), Failure> {
+    /// Sends one delivery and waits for the service's outcome, or until `is_lost` says the
+    /// connection under the link is gone: fe2o3 does not end a pending outcome when its
+    /// connection dies, and waiting out the try timeout would stall every send in flight.
+    pub(crate) async fn send(
+        &self,
+        payload: &Payload,
+        is_lost: impl Fn() -> bool,
+    ) -> Result<(), Failure> {
         let in_flight = {
             let mut link = self.link.lock().await;
             link.send_batchable_ref(&payload.0)
                 .await
                 .map_err(|e| from_send_error(&e))?
         };
-        let outcome = in_flight.await.map_err(|e| from_send_error(&e))?;
-        from_outcome(outcome)
+        tokio::select! {
+            outcome = in_flight => from_outcome(outcome.map_err(|e| from_send_error(&e))?),
+            _ = wait_until_lost(is_lost) => Err(Failure::new(
+                Error::new(
+                    ErrorKind::ConnectionLost,
+                    "the connection was lost while the batch was in flight; it may or may not have been published",
+                ),
+                Broken::Connection,
+            )),
+        }
     }
 
     /// Closes the link (best effort).

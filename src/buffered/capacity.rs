@@ -3,30 +3,37 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{Semaphore, SemaphorePermit, TryAcquireError};
 
 use crate::event::{EventData, PropertyValue};
 
-/// Space held by one or more buffered events. Dropping it gives the space back.
+/// Space held by one or more buffered events, as counts of permits taken out of the
+/// partition's slots and the byte budget. It holds no reference to either: whoever holds it
+/// gives it back with [`release`] (the actor, once the batch is sent or failed). Counting
+/// instead of holding owned permits keeps reference-count traffic on the shared semaphores
+/// off the enqueue path.
 #[derive(Debug, Default)]
+#[must_use = "space must be given back with release()"]
 pub(crate) struct Reservation {
-    events: Option<OwnedSemaphorePermit>,
-    bytes: Option<OwnedSemaphorePermit>,
+    slots: usize,
+    bytes: usize,
 }
 
 impl Reservation {
     /// Joins another reservation into this one (a batch holds one for all its events).
     pub(crate) fn merge(&mut self, other: Reservation) {
-        merge_permit(&mut self.events, other.events);
-        merge_permit(&mut self.bytes, other.bytes);
+        self.slots += other.slots;
+        self.bytes += other.bytes;
     }
 }
 
-fn merge_permit(into: &mut Option<OwnedSemaphorePermit>, other: Option<OwnedSemaphorePermit>) {
-    match (into.as_mut(), other) {
-        (Some(mine), Some(theirs)) => mine.merge(theirs),
-        (None, Some(theirs)) => *into = Some(theirs),
-        (_, None) => {}
+/// Gives the space of `reservation` back to the partition's slots and the byte budget.
+pub(crate) fn release(slots: &Semaphore, budget: &ByteBudget, reservation: Reservation) {
+    if reservation.slots > 0 {
+        slots.add_permits(reservation.slots);
+    }
+    if reservation.bytes > 0 {
+        budget.semaphore.add_permits(reservation.bytes);
     }
 }
 
@@ -76,62 +83,64 @@ fn value_size(value: &PropertyValue) -> usize {
     }
 }
 
-/// Waits for space for one event of `size` bytes in the partition's `events` semaphore and the
-/// byte budget. Cancel-safe: dropped before completion, it holds nothing.
+/// Turns borrowed permits into counted space; from here on only [`release`] gives it back.
+fn counted(slot: SemaphorePermit<'_>, bytes: SemaphorePermit<'_>) -> Reservation {
+    let reservation = Reservation {
+        slots: slot.num_permits(),
+        bytes: bytes.num_permits(),
+    };
+    slot.forget();
+    bytes.forget();
+    reservation
+}
+
+/// Waits for space for one event of `size` bytes in the partition's slots and the byte
+/// budget. Cancel-safe: dropped before completion, the permits it got are dropped (given back).
 pub(crate) async fn acquire(
-    events: &Arc<Semaphore>,
+    slots: &Semaphore,
     budget: &ByteBudget,
     size: usize,
 ) -> Option<Reservation> {
-    let event_permit = events.clone().acquire_owned().await.ok()?;
-    let byte_permit = budget
+    let slot = slots.acquire().await.ok()?;
+    let bytes = budget
         .semaphore
-        .clone()
-        .acquire_many_owned(budget.permits_for(size))
+        .acquire_many(budget.permits_for(size))
         .await
         .ok()?;
-    Some(Reservation {
-        events: Some(event_permit),
-        bytes: Some(byte_permit),
-    })
+    Some(counted(slot, bytes))
 }
 
 /// Space now, or None when the partition or the budget is full.
 pub(crate) fn try_acquire(
-    events: &Arc<Semaphore>,
+    slots: &Semaphore,
     budget: &ByteBudget,
     size: usize,
 ) -> Option<Reservation> {
-    let event_permit = events.clone().try_acquire_owned().ok()?;
-    let byte_permit = match budget
-        .semaphore
-        .clone()
-        .try_acquire_many_owned(budget.permits_for(size))
-    {
+    let slot = slots.try_acquire().ok()?;
+    let bytes = match budget.semaphore.try_acquire_many(budget.permits_for(size)) {
         Ok(permit) => permit,
         Err(TryAcquireError::NoPermits | TryAcquireError::Closed) => return None,
     };
-    Some(Reservation {
-        events: Some(event_permit),
-        bytes: Some(byte_permit),
-    })
+    Some(counted(slot, bytes))
 }
 
 /// Space for an event re-enqueued by a handler: whatever is free now, and no wait for the rest.
 /// The handler's batch has just given back at least as much, so the overdraft is bounded.
 pub(crate) fn acquire_for_handler(
-    events: &Arc<Semaphore>,
+    slots: &Semaphore,
     budget: &ByteBudget,
     size: usize,
 ) -> Reservation {
-    Reservation {
-        events: events.clone().try_acquire_owned().ok(),
-        bytes: budget
-            .semaphore
-            .clone()
-            .try_acquire_many_owned(budget.permits_for(size))
-            .ok(),
+    let mut reservation = Reservation::default();
+    if let Ok(slot) = slots.try_acquire() {
+        reservation.slots = slot.num_permits();
+        slot.forget();
     }
+    if let Ok(bytes) = budget.semaphore.try_acquire_many(budget.permits_for(size)) {
+        reservation.bytes = bytes.num_permits();
+        bytes.forget();
+    }
+    reservation
 }
 
 #[cfg(test)]
@@ -139,7 +148,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn space_is_held_until_the_reservation_drops() {
+    async fn space_is_held_until_released() {
         let events = Arc::new(Semaphore::new(2));
         let budget = ByteBudget::new(1000);
         let mut a = try_acquire(&events, &budget, 400).expect("room");
@@ -150,7 +159,7 @@ mod tests {
         );
         a.merge(b);
         assert_eq!(budget.semaphore.available_permits(), 200);
-        drop(a);
+        release(&events, &budget, a);
         assert_eq!(events.available_permits(), 2);
         assert_eq!(budget.semaphore.available_permits(), 1000);
     }
@@ -161,7 +170,7 @@ mod tests {
         let budget = ByteBudget::new(1000);
         let r = acquire(&events, &budget, 5000).await.expect("passes alone");
         assert_eq!(budget.semaphore.available_permits(), 0);
-        drop(r);
+        release(&events, &budget, r);
         assert_eq!(budget.semaphore.available_permits(), 1000);
     }
 
@@ -176,7 +185,9 @@ mod tests {
         )
         .await;
         assert!(waiting.is_err());
-        drop(held);
+        // The cancelled acquire gave back what it had; only the held space is out.
+        assert_eq!(budget.semaphore.available_permits(), 990);
+        release(&events, &budget, held);
         assert_eq!(events.available_permits(), 1);
         assert_eq!(budget.semaphore.available_permits(), 1000);
     }
@@ -186,8 +197,14 @@ mod tests {
         let events = Arc::new(Semaphore::new(0));
         let budget = ByteBudget::new(65536);
         let r = acquire_for_handler(&events, &budget, 10);
-        assert!(r.events.is_none());
-        assert!(r.bytes.is_some());
+        assert_eq!(r.slots, 0);
+        assert_eq!(r.bytes, 10);
+        release(&events, &budget, r);
+        assert_eq!(
+            events.available_permits(),
+            0,
+            "nothing taken, nothing given back"
+        );
     }
 
     #[test]

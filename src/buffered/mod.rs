@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot, OnceCell, Semaphore};
 use tokio::time::Instant;
 
 use self::capacity::{
-    acquire, acquire_for_handler, estimated_size, try_acquire, ByteBudget, Reservation,
+    acquire, acquire_for_handler, estimated_size, release, try_acquire, ByteBudget, Reservation,
 };
 use self::handlers::{boxed_failed, boxed_succeeded, in_handler, ClosureHandler};
 use self::partition::{ActorSettings, Command, PartitionShared, Queued};
@@ -52,6 +52,16 @@ impl WeakProducer {
     pub(crate) fn upgrade(&self) -> Option<BufferedProducerClient> {
         self.0.upgrade().map(|core| BufferedProducerClient { core })
     }
+}
+
+/// Where an enqueue stands after its fast path.
+enum Placement {
+    /// Space was reserved in this partition.
+    Reserved(Arc<PartitionHandle>, Option<String>, Reservation),
+    /// This partition is full: wait for it.
+    Wait(Arc<PartitionHandle>, Option<String>),
+    /// Automatic routing found no room anywhere: wait for the first partition with room.
+    WaitAny,
 }
 
 /// What the producer keeps of one partition.
@@ -360,9 +370,10 @@ impl BufferedProducerClient {
                 max_sends_per_partition: options.max_concurrent_sends_per_partition,
                 global_sends: Arc::new(Semaphore::new(options.max_concurrent_sends)),
                 total_buffered: Arc::new(AtomicUsize::new(0)),
+                budget: ByteBudget::new(options.max_buffered_bytes),
             });
             Core {
-                budget: ByteBudget::new(options.max_buffered_bytes),
+                budget: settings.budget.clone(),
                 options,
                 producer,
                 settings,
@@ -587,12 +598,19 @@ impl BufferedProducerClient {
             reservation,
             enqueued_at: now,
         };
-        if partition.commands.send(Command::Event(queued)).is_err() {
+        if let Err(refused) = partition.commands.send(Command::Event(queued)) {
             partition.shared.buffered.fetch_sub(1, Ordering::SeqCst);
             self.core
                 .settings
                 .total_buffered
                 .fetch_sub(1, Ordering::SeqCst);
+            if let Command::Event(queued) = refused.0 {
+                release(
+                    &partition.shared.slots,
+                    &self.core.budget,
+                    queued.reservation,
+                );
+            }
             return Err(Self::closed_error());
         }
         Ok(total)
@@ -607,18 +625,78 @@ impl BufferedProducerClient {
         if self.is_closed() {
             return Err(Self::closed_error());
         }
-        let set = self.partitions().await?;
+        self.partitions().await?;
         let size = estimated_size(&event);
-        match self.resolve(&set, &options)? {
-            Some((partition, key)) => {
-                let reservation = self.reserve(partition, size).await?;
-                self.push(partition, event, key, reservation)
+        // The common case, room now, is decided under the read lock without cloning the
+        // partition list; only the chosen partition's handle is cloned.
+        let placement = {
+            let set = self
+                .core
+                .partitions
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            match self.resolve(&set, &options)? {
+                Some((partition, key)) => match self.try_reserve(partition, size) {
+                    Some(reservation) => Placement::Reserved(partition.clone(), key, reservation),
+                    None => Placement::Wait(partition.clone(), key),
+                },
+                None => match self.try_reserve_automatic(&set, size) {
+                    Some((partition, reservation)) => {
+                        Placement::Reserved(partition, None, reservation)
+                    }
+                    None => Placement::WaitAny,
+                },
             }
-            None => {
+        };
+        match placement {
+            Placement::Reserved(partition, key, reservation) => {
+                self.push(&partition, event, key, reservation)
+            }
+            Placement::Wait(partition, key) => {
+                let reservation = self.reserve(&partition, size).await?;
+                self.push(&partition, event, key, reservation)
+            }
+            Placement::WaitAny => {
+                let set = self.current_partitions();
                 let (partition, reservation) = self.reserve_automatic(&set, size).await?;
                 self.push(&partition, event, None, reservation)
             }
         }
+    }
+
+    /// Space in `partition` now, if there is some (handlers never wait: see `reserve`).
+    fn try_reserve(&self, partition: &PartitionHandle, size: usize) -> Option<Reservation> {
+        if in_handler() {
+            return None;
+        }
+        try_acquire(&partition.shared.slots, &self.core.budget, size)
+    }
+
+    /// A healthy partition with room now, else a failing one with room (not in handlers).
+    fn try_reserve_automatic(
+        &self,
+        set: &PartitionSet,
+        size: usize,
+    ) -> Option<(Arc<PartitionHandle>, Reservation)> {
+        let count = set.partitions.len();
+        if count == 0 || in_handler() {
+            return None;
+        }
+        let first = self.core.round_robin.order(count).next().unwrap_or(0);
+        for want_failing in [false, true] {
+            for i in (0..count).map(|i| (first + i) % count) {
+                let partition = &set.partitions[i];
+                if partition.shared.failing.load(Ordering::Relaxed) != want_failing {
+                    continue;
+                }
+                if let Some(reservation) =
+                    try_acquire(&partition.shared.slots, &self.core.budget, size)
+                {
+                    return Some((partition.clone(), reservation));
+                }
+            }
+        }
+        None
     }
 
     /// Enqueues events one after another with the same options; returns the total buffered

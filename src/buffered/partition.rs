@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::capacity::Reservation;
+use super::capacity::{release, ByteBudget, Reservation};
 use super::handlers::{
     run_reporter, Backlog, BufferedProducerHandler, Report, SendFailedContext, SendSucceededContext,
 };
@@ -66,6 +66,7 @@ pub(crate) struct ActorSettings {
     pub max_sends_per_partition: usize,
     pub global_sends: Arc<Semaphore>,
     pub total_buffered: Arc<AtomicUsize>,
+    pub budget: ByteBudget,
 }
 
 /// Starts the actor and reporter of one partition; returns what the producer keeps of it.
@@ -454,7 +455,7 @@ impl Actor {
         self.settings
             .total_buffered
             .fetch_sub(count, Ordering::SeqCst);
-        drop(reservation);
+        release(&self.shared.slots, &self.settings.budget, reservation);
     }
 
     fn report(&self, report: Report) {
