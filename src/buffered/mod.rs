@@ -381,7 +381,7 @@ impl BufferedProducerClient {
                 partitions: RwLock::new(Arc::new(PartitionSet::default())),
                 next_refresh_ms: std::sync::atomic::AtomicU64::new(refresh_interval_ms),
                 epoch: Instant::now(),
-                round_robin: RoundRobin::default(),
+                round_robin: RoundRobin,
                 closed: AtomicBool::new(false),
                 close_lock: tokio::sync::Mutex::new(()),
             }
@@ -399,6 +399,15 @@ impl BufferedProducerClient {
             .read()
             .map(|set| set.clone())
             .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    /// Reads the partitions (and connects) the first time, within the retry policy; after
+    /// that, one atomic load.
+    async fn ensure_initialized(&self) -> Result<()> {
+        if self.core.initialized.initialized() {
+            return Ok(());
+        }
+        self.partitions().await.map(|_| ())
     }
 
     /// The partitions, reading them (and connecting) the first time, within the retry policy.
@@ -625,7 +634,7 @@ impl BufferedProducerClient {
         if self.is_closed() {
             return Err(Self::closed_error());
         }
-        self.partitions().await?;
+        self.ensure_initialized().await?;
         let size = estimated_size(&event);
         // The common case, room now, is decided under the read lock without cloning the
         // partition list; only the chosen partition's handle is cloned.
