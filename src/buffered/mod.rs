@@ -279,7 +279,10 @@ impl BufferedProducerBuilder {
     }
 }
 
-/// A producer you enqueue events into one at a time; see the [module](self) for the shape.
+/// A producer you enqueue events into one at a time. One handle (cheap to clone) over one AMQP
+/// connection; one actor task per partition builds and sends batches; one reporter task per
+/// partition calls the handlers in send order; semaphores bound the buffered events per
+/// partition and the bytes overall.
 ///
 /// ```no_run
 /// # async fn demo() -> eventhubs_buffered::Result<()> {
