@@ -561,18 +561,8 @@ impl BufferedProducerClient {
             let reservation = acquire_for_handler(&partition.shared.slots, &self.core.budget, size);
             return Ok((partition, reservation));
         }
-        for want_failing in [false, true] {
-            for i in order.clone() {
-                let partition = &set.partitions[i];
-                if partition.shared.failing.load(Ordering::SeqCst) != want_failing {
-                    continue;
-                }
-                if let Some(reservation) =
-                    try_acquire(&partition.shared.slots, &self.core.budget, size)
-                {
-                    return Ok((partition.clone(), reservation));
-                }
-            }
+        if let Some(found) = self.try_reserve_automatic(set, size) {
+            return Ok(found);
         }
         let waits = order.map(|i| {
             let partition = set.partitions[i].clone();
@@ -652,6 +642,7 @@ impl BufferedProducerClient {
                     Some(reservation) => Placement::Reserved(partition.clone(), key, reservation),
                     None => Placement::Wait(partition.clone(), key),
                 },
+                None if in_handler() => Placement::WaitAny,
                 None => match self.try_reserve_automatic(&set, size) {
                     Some((partition, reservation)) => {
                         Placement::Reserved(partition, None, reservation)
@@ -684,14 +675,14 @@ impl BufferedProducerClient {
         try_acquire(&partition.shared.slots, &self.core.budget, size)
     }
 
-    /// A healthy partition with room now, else a failing one with room (not in handlers).
+    /// A healthy partition with room now, else a failing one with room; never waits.
     fn try_reserve_automatic(
         &self,
         set: &PartitionSet,
         size: usize,
     ) -> Option<(Arc<PartitionHandle>, Reservation)> {
         let count = set.partitions.len();
-        if count == 0 || in_handler() {
+        if count == 0 {
             return None;
         }
         let first = self.core.round_robin.order(count).next().unwrap_or(0);
@@ -753,21 +744,10 @@ impl BufferedProducerClient {
                     None => return Err(refused(event, None)),
                 }
             }
-            None => {
-                let found = self
-                    .core
-                    .round_robin
-                    .order(set.partitions.len())
-                    .find_map(|i| {
-                        let partition = &set.partitions[i];
-                        try_acquire(&partition.shared.slots, &self.core.budget, size)
-                            .map(|r| (partition.clone(), r))
-                    });
-                match found {
-                    Some((partition, r)) => (partition, None, r),
-                    None => return Err(refused(event, None)),
-                }
-            }
+            None => match self.try_reserve_automatic(&set, size) {
+                Some((partition, r)) => (partition, None, r),
+                None => return Err(refused(event, None)),
+            },
         };
         match self.push(&partition, event.clone(), key, reservation) {
             Ok(total) => Ok(total),
