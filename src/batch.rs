@@ -4,10 +4,7 @@
 //! byte for byte, so a batch that accepted an event is never refused by the service for its
 //! size.
 
-use crate::amqp::message::{
-    data_section_size, encode_envelope_head, encode_event, AnnotationValue,
-    PARTITION_KEY_ANNOTATION,
-};
+use crate::amqp::message::{data_section_size, encode_batch_event, encode_envelope_head};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::EventData;
 
@@ -166,13 +163,11 @@ impl EventDataBatch {
     /// Adds an event if it fits; otherwise hands it back. An event too large for any batch is
     /// flagged ([`TryAddError::is_too_large_for_any_batch`]).
     pub fn try_add(&mut self, event: EventData) -> std::result::Result<(), TryAddError> {
-        let encoded = match &self.target {
-            BatchTarget::PartitionKey(key) => encode_event(
-                &event,
-                &[(PARTITION_KEY_ANNOTATION, AnnotationValue::String(key))],
-            ),
-            _ => encode_event(&event, &[]),
+        let key = match &self.target {
+            BatchTarget::PartitionKey(key) => Some(key.as_str()),
+            _ => None,
         };
+        let encoded = encode_batch_event(&event, key, false);
         self.try_add_encoded(event, encoded)
     }
 

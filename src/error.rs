@@ -166,6 +166,12 @@ impl Error {
         self
     }
 
+    /// Adds what is known of the consequences to the message.
+    pub(crate) fn with_context(mut self, context: &str) -> Self {
+        self.message.push_str(context);
+        self
+    }
+
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
         self.kind

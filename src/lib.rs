@@ -4,24 +4,31 @@
 //! client batches them per partition, sends over one AMQP 1.0 connection, reports every batch to
 //! your handlers and applies back pressure.
 //!
-//! This release has the connection layer and [`ProducerClient`], which sends batches you build
-//! yourself; the buffered producer is built on it. Tests, examples and benchmarks run against
-//! [`eventhubs-emulator`](https://crates.io/crates/eventhubs-emulator), a local broker.
+//! [`BufferedProducerClient`] is the main type: register a failure handler (and, if you like, a
+//! success handler), enqueue events from any number of tasks, flush before state transitions and
+//! close at shutdown. Every enqueued event ends in exactly one handler call. With
+//! [`BufferedProducerOptions::enable_idempotent_retries`] retries never store an event twice.
+//! [`ProducerClient`], the layer below, sends batches you build yourself. Tests, examples and
+//! benchmarks run against `eventhubs-emulator`, a local Event Hubs-compatible broker in this
+//! workspace.
 //!
 //! ```no_run
 //! # async fn demo() -> eventhubs_buffered::Result<()> {
-//! use eventhubs_buffered::{EventData, ProducerClient, ProducerClientOptions, SendEventOptions};
+//! use eventhubs_buffered::{BufferedProducerClient, EnqueueOptions, EventData};
 //!
-//! let producer = ProducerClient::from_connection_string(
+//! let producer = BufferedProducerClient::from_connection_string(
 //!     &std::env::var("EVENTHUBS_CONNECTION_STRING").unwrap_or_default(),
 //!     None,
-//!     ProducerClientOptions::default(),
-//! )?;
-//! let events = vec![EventData::from("first"), EventData::from("second")];
+//! )
+//! .on_send_failed(|context| async move {
+//!     eprintln!("{} events not published: {}", context.events.len(), context.error);
+//! })
+//! .build()?;
 //! producer
-//!     .send_events(events, SendEventOptions::default().with_partition_key("device-7"))
+//!     .enqueue_event(EventData::from("hello"), EnqueueOptions::default().with_partition_key("device-7"))
 //!     .await?;
-//! producer.close().await;
+//! producer.flush().await?;
+//! producer.close().await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -34,6 +41,7 @@ mod buffered;
 mod connection_string;
 mod error;
 mod event;
+mod idempotence;
 mod producer;
 mod properties;
 mod retry;
@@ -51,6 +59,7 @@ pub use buffered::{
 pub use connection_string::{ConnectionString, Endpoint};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{EventData, PropertyValue};
+pub use idempotence::PublishedSequenceNumbers;
 pub use producer::{ProducerClient, ProducerClientOptions, SendEventOptions};
 pub use properties::{EventHubProperties, PartitionProperties};
 pub use retry::{RetryMode, RetryOptions};

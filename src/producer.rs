@@ -9,6 +9,7 @@ use tokio::sync::Mutex;
 
 use crate::amqp::connection::{AmqpConnection, ConnectionConfig, SenderProperties};
 use crate::amqp::errors::{Broken, Failure};
+use crate::amqp::message::{stamp_publishing, NotStampable};
 use crate::amqp::sender::{AmqpSender, Payload};
 use crate::amqp::tls::{certificates_from_pem, TlsSettings};
 use crate::auth::sas::DEFAULT_TOKEN_VALIDITY;
@@ -17,6 +18,7 @@ use crate::batch::{batch_target, BatchTarget, CreateBatchOptions, EventDataBatch
 use crate::connection_string::ConnectionString;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::EventData;
+use crate::idempotence::{PartitionPublishing, PublishedSequenceNumbers, Settled, Stamp};
 use crate::properties::{EventHubProperties, PartitionProperties};
 use crate::retry::{RetryOptions, RetryPolicy};
 
@@ -46,6 +48,8 @@ pub struct ProducerClientOptions {
     pub trusted_root_certificates_pem: Vec<String>,
     /// Validity of the SAS tokens signed from a shared access key. Default: 1 hour.
     pub token_validity: Option<Duration>,
+    /// Partition links attach as idempotent producers (set by the buffered producer).
+    pub(crate) idempotent_partitions: bool,
 }
 
 impl ProducerClientOptions {
@@ -110,6 +114,10 @@ struct Inner {
     identifier: String,
     retry: RetryPolicy,
     senders: Mutex<HashMap<String, Arc<AmqpSender>>>,
+    /// Whether partition links are idempotent producers.
+    idempotent_partitions: bool,
+    /// The idempotent publishing state of each partition link, by path.
+    publishing: std::sync::Mutex<HashMap<String, PartitionPublishing>>,
 }
 
 /// Sends batches of events to one event hub over one AMQP connection.
@@ -306,6 +314,8 @@ impl ProducerClient {
                 identifier,
                 retry: RetryPolicy::new(options.retry),
                 senders: Mutex::new(HashMap::new()),
+                idempotent_partitions: options.idempotent_partitions,
+                publishing: std::sync::Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -323,6 +333,11 @@ impl ProducerClient {
     /// This client's identifier.
     pub fn identifier(&self) -> &str {
         &self.inner.identifier
+    }
+
+    /// Whether partition links attach as idempotent producers.
+    pub(crate) fn idempotent_partitions(&self) -> bool {
+        self.inner.idempotent_partitions
     }
 
     /// The retry options in force.
@@ -377,20 +392,55 @@ impl ProducerClient {
         }
     }
 
+    fn partition_path(&self, partition_id: &str) -> String {
+        format!("{}/Partitions/{partition_id}", self.inner.eventhub)
+    }
+
+    /// Runs `f` on the idempotent publishing state of the link to `path`.
+    fn publishing<T>(&self, path: &str, f: impl FnOnce(&mut PartitionPublishing) -> T) -> T {
+        let mut states = self
+            .inner
+            .publishing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(states.entry(path.to_string()).or_default())
+    }
+
+    /// How a link to `path` attaches: as an idempotent producer for partitions when asked.
+    fn sender_properties(&self, path: &str) -> SenderProperties {
+        let idempotent = self.inner.idempotent_partitions && path.contains("/Partitions/");
+        SenderProperties {
+            idempotent: idempotent.then(|| self.publishing(path, |p| p.request())),
+        }
+    }
+
     /// The link to `path`, attached now if there is none.
     async fn sender(&self, path: &str) -> std::result::Result<Arc<AmqpSender>, Failure> {
         let mut senders = self.inner.senders.lock().await;
         if let Some(sender) = senders.get(path) {
             return Ok(sender.clone());
         }
+        let properties = self.sender_properties(path);
         let sender = Arc::new(
             self.inner
                 .connection
-                .attach_sender(path, SenderProperties::default())
+                .attach_sender(path, properties)
                 .await?,
         );
+        if let Some(grant) = sender.publishing_grant() {
+            self.publishing(path, |p| p.granted(grant));
+        }
         senders.insert(path.to_string(), sender.clone());
         Ok(sender)
+    }
+
+    /// Drops the link to `path`, so the next use attaches a new one.
+    async fn detach(&self, path: &str) {
+        let removed = self.inner.senders.lock().await.remove(path);
+        if let Some(sender) = removed.and_then(|s| Arc::try_unwrap(s).ok()) {
+            // Closing tells the service the link is gone; a dead peer must not hold us up.
+            let _ = tokio::time::timeout(Duration::from_secs(5), sender.close()).await;
+        }
     }
 
     /// Forgets what a failure broke, so the next try rebuilds it.
@@ -473,7 +523,99 @@ impl ProducerClient {
             _ => None,
         };
         let payload = Payload::batch(key, encoded);
-        let path = self.path_for(target);
+        self.send_payload(&self.path_for(target), &payload).await
+    }
+
+    /// Sends events encoded for an idempotent producer (see [`encode_batch_event`]) to a
+    /// partition: stamps them with the next sequence numbers, sends under the retry policy
+    /// with the same numbers on every try, and settles a final failure with the service (see
+    /// [`crate::idempotence`]). One send per partition at a time.
+    ///
+    /// [`encode_batch_event`]: crate::amqp::message::encode_batch_event
+    pub(crate) async fn send_idempotent(
+        &self,
+        partition_id: &str,
+        mut encoded: Vec<Vec<u8>>,
+    ) -> Result<PublishedSequenceNumbers> {
+        let path = self.partition_path(partition_id);
+        let _turn = PublishingTurn::take(self, &path)?;
+        let stamp = self.next_stamp(&path, encoded.len()).await?;
+        for (event, sequence_number) in encoded.iter_mut().zip(stamp.published().iter()) {
+            stamp_publishing(event, stamp.producer_id, stamp.epoch, sequence_number).map_err(
+                |NotStampable| {
+                    Error::new(
+                        ErrorKind::InvalidArgument,
+                        "an event was not encoded for idempotent publishing",
+                    )
+                },
+            )?;
+        }
+        let payload = Payload::batch(None, encoded);
+        match self.send_payload(&path, &payload).await {
+            Ok(()) => {
+                self.publishing(&path, |p| p.commit(&stamp));
+                Ok(stamp.published())
+            }
+            Err(error) => self.settle_failure(&path, &stamp, error).await,
+        }
+    }
+
+    /// The numbers for the next batch of `count` events to `path`, attaching the link first
+    /// when no attach has said where the sequence stands.
+    async fn next_stamp(&self, path: &str, count: usize) -> Result<Stamp> {
+        for _ in 0..2 {
+            self.with_retries("attach", || self.sender(path)).await?;
+            if let Some(stamp) = self.publishing(path, |p| p.stamp(count)) {
+                return Ok(stamp);
+            }
+            // A link attached before the state was fenced: attach again to learn it.
+            self.detach(path).await;
+        }
+        Err(Error::new(
+            ErrorKind::ServiceError,
+            format!("the service did not say where the idempotent sequence of '{path}' stands"),
+        ))
+    }
+
+    /// After a batch failed for good: fences it off by attaching with the next epoch and asks
+    /// the service whether it stored the batch. Stored: a success after all. Not stored: its
+    /// numbers go to the next batch. Unknown: the error says it may have been published.
+    async fn settle_failure(
+        &self,
+        path: &str,
+        stamp: &Stamp,
+        error: Error,
+    ) -> Result<PublishedSequenceNumbers> {
+        const MAY_HAVE_BEEN_PUBLISHED: &str = "; it may or may not have been published";
+        if error.kind() == ErrorKind::ProducerEpochStolen {
+            // Another link holds the producer id with a newer epoch: start over with a new id.
+            self.publishing(path, |p| p.forget_producer());
+            self.detach(path).await;
+            return Err(error);
+        }
+        self.publishing(path, |p| p.fence());
+        self.detach(path).await;
+        let grant = match self.with_retries("attach", || self.sender(path)).await {
+            Ok(sender) => sender.publishing_grant(),
+            Err(attach_error) => {
+                tracing::warn!(path, error = %attach_error, "could not ask the service whether a failed batch was stored");
+                None
+            }
+        };
+        match grant.map(|grant| PartitionPublishing::settle(stamp, &grant)) {
+            Some(Settled::Published) => {
+                tracing::info!(path, error = %error, "the service had stored the batch whose send failed");
+                Ok(stamp.published())
+            }
+            Some(Settled::NotPublished) => {
+                Err(error.with_context("; the service confirmed it was not published"))
+            }
+            Some(Settled::Unknown) | None => Err(error.with_context(MAY_HAVE_BEEN_PUBLISHED)),
+        }
+    }
+
+    /// Sends a payload to `path` under the retry policy, rebuilding whatever a failed try broke.
+    async fn send_payload(&self, path: &str, payload: &Payload) -> Result<()> {
         let span = tracing::info_span!(
             "send",
             eventhub = %self.inner.eventhub,
@@ -481,8 +623,6 @@ impl ProducerClient {
             attempt = tracing::field::Empty
         );
         let send = self.inner.retry.run("send", |attempt| {
-            let path = path.as_str();
-            let payload = &payload;
             tracing::Span::current().record("attempt", attempt);
             async move {
                 let sender = self.sender(path).await.map_err(|f| f.error)?;
@@ -560,6 +700,32 @@ impl ProducerClient {
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
         self.inner.connection.is_closed()
+    }
+}
+
+/// The one send of an idempotent partition under way; ends it when dropped (also when the
+/// send is cancelled).
+struct PublishingTurn<'a> {
+    producer: &'a ProducerClient,
+    path: &'a str,
+}
+
+impl<'a> PublishingTurn<'a> {
+    fn take(producer: &'a ProducerClient, path: &'a str) -> Result<Self> {
+        if producer.publishing(path, |p| p.begin()) {
+            Ok(Self { producer, path })
+        } else {
+            Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("another idempotent send to '{path}' is under way; idempotent publishing sends one batch per partition at a time"),
+            ))
+        }
+    }
+}
+
+impl Drop for PublishingTurn<'_> {
+    fn drop(&mut self) {
+        self.producer.publishing(self.path, |p| p.end());
     }
 }
 

@@ -202,6 +202,13 @@ impl ReceivedEvent {
         Ok(crate::message::partition_key(&self.message()?))
     }
 
+    /// A message annotation by its symbol key (for example
+    /// `com.microsoft:producer-sequence-number`).
+    pub fn annotation(&self, name: &str) -> Result<Option<Value>, EmulatorError> {
+        let message = self.message()?;
+        Ok(crate::message::annotation(&message.message_annotations, name).cloned())
+    }
+
     /// An application property by name.
     pub fn property(&self, name: &str) -> Result<Option<Value>, EmulatorError> {
         let message = self.message()?;

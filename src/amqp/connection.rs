@@ -10,18 +10,23 @@ use fe2o3_amqp::connection::ConnectionHandle;
 use fe2o3_amqp::link::Sender;
 use fe2o3_amqp::sasl_profile::SaslProfile;
 use fe2o3_amqp::session::SessionHandle;
+use fe2o3_amqp::types::definitions::Fields;
 use fe2o3_amqp::types::primitives::{Symbol, Value};
 use fe2o3_amqp::{Connection, Session};
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, MutexGuard, Notify};
 
 use super::errors::{from_attach_error, Broken, Failure};
+use super::message::{
+    IDEMPOTENT_PRODUCER_CAPABILITY, PRODUCER_EPOCH, PRODUCER_ID, PRODUCER_SEQUENCE_NUMBER,
+};
 use super::request_response::RequestResponseLink;
 use super::sender::AmqpSender;
 use super::tls::TlsSettings;
 use super::{cbs, management};
 use crate::auth::{renewal_delay, Credential, Token};
 use crate::error::{Error, ErrorKind};
+use crate::idempotence::{PublishingGrant, PublishingRequest};
 use crate::properties::{EventHubProperties, PartitionProperties};
 
 /// Where and how to connect.
@@ -277,21 +282,33 @@ impl AmqpConnection {
             .name(name)
             .source(self.config.container_id.as_str())
             .target(path);
-        if let Some(capability) = properties.desired_capability {
-            builder = builder.add_desired_capabilities(Symbol::from(capability));
-        }
-        if !properties.link_properties.is_empty() {
-            let mut fields = fe2o3_amqp::types::primitives::OrderedMap::new();
-            for (k, v) in properties.link_properties {
-                fields.insert(Symbol::from(k), v);
-            }
-            builder = builder.properties(fields);
+        if let Some(request) = &properties.idempotent {
+            builder = builder
+                .add_desired_capabilities(Symbol::from(IDEMPOTENT_PRODUCER_CAPABILITY))
+                .properties(publishing_request_fields(request));
         }
         let sender = builder
             .attach(&mut live.session)
             .await
             .map_err(|e| from_attach_error(&e))?;
-        Ok(AmqpSender::new(sender, live.generation, path.to_string()))
+        let grant = match properties.idempotent {
+            Some(_) => Some(publishing_grant(&sender).ok_or_else(|| {
+                Failure::new(
+                    Error::new(
+                        ErrorKind::ServiceError,
+                        format!("the service did not grant idempotent publishing on '{path}' (no producer id, epoch and sequence number in its attach)"),
+                    ),
+                    Broken::Link,
+                )
+            })?),
+            None => None,
+        };
+        Ok(AmqpSender::new(
+            sender,
+            live.generation,
+            path.to_string(),
+            grant,
+        ))
     }
 
     /// Whether the connection of `generation` is gone (closed, or already replaced). Never
@@ -437,8 +454,56 @@ impl AmqpConnection {
 /// Link settings beyond the address (idempotent publishing uses them).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SenderProperties {
-    pub desired_capability: Option<&'static str>,
-    pub link_properties: Vec<(&'static str, Value)>,
+    /// Attach as an idempotent producer asking for these values.
+    pub idempotent: Option<PublishingRequest>,
+}
+
+/// The attach properties of an idempotent producer link: unknown values go as null, which
+/// asks the service to assign them.
+fn publishing_request_fields(request: &PublishingRequest) -> Fields {
+    let mut fields = Fields::new();
+    fields.insert(
+        Symbol::from(PRODUCER_ID),
+        request.producer_id.map_or(Value::Null, Value::Long),
+    );
+    fields.insert(
+        Symbol::from(PRODUCER_EPOCH),
+        request.epoch.map_or(Value::Null, Value::Short),
+    );
+    fields.insert(
+        Symbol::from(PRODUCER_SEQUENCE_NUMBER),
+        request.last_sequence.map_or(Value::Null, Value::Int),
+    );
+    fields
+}
+
+/// What the service granted an idempotent link. fe2o3 merges the peer's attach properties
+/// over the requested ones, so these are the service's values.
+fn publishing_grant(sender: &Sender) -> Option<PublishingGrant> {
+    sender.properties(|fields| {
+        let fields = fields.as_ref()?;
+        let get = |name: &str| fields.get(&Symbol::from(name));
+        let producer_id = match get(PRODUCER_ID)? {
+            Value::Long(v) => *v,
+            Value::Int(v) => i64::from(*v),
+            _ => return None,
+        };
+        let epoch = match get(PRODUCER_EPOCH)? {
+            Value::Short(v) => *v,
+            Value::Byte(v) => i16::from(*v),
+            _ => return None,
+        };
+        let last_sequence = match get(PRODUCER_SEQUENCE_NUMBER)? {
+            Value::Int(v) => *v,
+            Value::Long(v) => i32::try_from(*v).ok()?,
+            _ => return None,
+        };
+        Some(PublishingGrant {
+            producer_id,
+            epoch,
+            last_sequence,
+        })
+    })
 }
 
 async fn close_live(live: Live) {

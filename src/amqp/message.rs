@@ -13,6 +13,14 @@ use crate::event::{EventData, PropertyValue};
 pub(crate) const BATCH_MESSAGE_FORMAT: u32 = 0x8001_3700;
 /// Annotation carrying the partition key.
 pub(crate) const PARTITION_KEY_ANNOTATION: &str = "x-opt-partition-key";
+/// Desired capability of an idempotent producer link.
+pub(crate) const IDEMPOTENT_PRODUCER_CAPABILITY: &str = "com.microsoft:idempotent-producer";
+/// Link property and event annotation: an idempotent producer's sequence number (int).
+pub(crate) const PRODUCER_SEQUENCE_NUMBER: &str = "com.microsoft:producer-sequence-number";
+/// Link property and event annotation: an idempotent producer's id (long).
+pub(crate) const PRODUCER_ID: &str = "com.microsoft:producer-id";
+/// Link property and event annotation: an idempotent producer's epoch (short).
+pub(crate) const PRODUCER_EPOCH: &str = "com.microsoft:producer-epoch";
 
 const MESSAGE_ANNOTATIONS: u8 = 0x72;
 const PROPERTIES: u8 = 0x73;
@@ -29,6 +37,11 @@ pub(crate) fn data_section_size(len: usize) -> usize {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum AnnotationValue<'a> {
     String(&'a str),
+    /// Always in the 4-byte form, so it can be overwritten in place.
+    Int(i32),
+    /// Always in the 8-byte form, so it can be overwritten in place.
+    Long(i64),
+    Short(i16),
 }
 
 /// Writes AMQP-encoded values into a byte vector.
@@ -148,6 +161,18 @@ impl Encoder<'_> {
     fn annotation(&mut self, value: &AnnotationValue<'_>) {
         match value {
             AnnotationValue::String(s) => self.string(s),
+            AnnotationValue::Int(v) => {
+                self.out.push(0x71);
+                self.out.extend_from_slice(&v.to_be_bytes());
+            }
+            AnnotationValue::Long(v) => {
+                self.out.push(0x81);
+                self.out.extend_from_slice(&v.to_be_bytes());
+            }
+            AnnotationValue::Short(v) => {
+                self.out.push(0x61);
+                self.out.extend_from_slice(&v.to_be_bytes());
+            }
         }
     }
 
@@ -211,6 +236,78 @@ pub(crate) fn encode_event(
     e.section(DATA);
     e.binary(event.body());
     out
+}
+
+/// Encodes one event for a batch: with the partition key annotation when there is a key, and,
+/// for an idempotent producer, with its three publishing annotations first, holding
+/// placeholders of their final width that [`stamp_publishing`] overwrites at send time.
+pub(crate) fn encode_batch_event(
+    event: &EventData,
+    partition_key: Option<&str>,
+    idempotent: bool,
+) -> Vec<u8> {
+    let mut annotations: [(&str, AnnotationValue<'_>); 4] = [
+        (PRODUCER_SEQUENCE_NUMBER, AnnotationValue::Int(0)),
+        (PRODUCER_ID, AnnotationValue::Long(0)),
+        (PRODUCER_EPOCH, AnnotationValue::Short(0)),
+        (PARTITION_KEY_ANNOTATION, AnnotationValue::String("")),
+    ];
+    let first = if idempotent { 0 } else { 3 };
+    let last = match partition_key {
+        Some(key) => {
+            annotations[3].1 = AnnotationValue::String(key);
+            4
+        }
+        None => 3,
+    };
+    encode_event(event, &annotations[first..last])
+}
+
+/// The publishing annotations of an encoded event don't sit where [`encode_batch_event`]
+/// puts them: the event was not encoded for an idempotent producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NotStampable;
+
+/// Writes an idempotent producer's id, epoch and sequence number over the placeholders of an
+/// event encoded by [`encode_batch_event`] for an idempotent producer; the size is unchanged.
+pub(crate) fn stamp_publishing(
+    encoded: &mut [u8],
+    producer_id: i64,
+    epoch: i16,
+    sequence_number: i32,
+) -> Result<(), NotStampable> {
+    if encoded.get(..3) != Some(&[0x00, 0x53, MESSAGE_ANNOTATIONS][..]) {
+        return Err(NotStampable);
+    }
+    let mut at = match encoded.get(3) {
+        Some(0xc1) => 6,
+        Some(0xd1) => 12,
+        _ => return Err(NotStampable),
+    };
+    let fields: [(&str, u8, &[u8]); 3] = [
+        (
+            PRODUCER_SEQUENCE_NUMBER,
+            0x71,
+            &sequence_number.to_be_bytes(),
+        ),
+        (PRODUCER_ID, 0x81, &producer_id.to_be_bytes()),
+        (PRODUCER_EPOCH, 0x61, &epoch.to_be_bytes()),
+    ];
+    for (key, constructor, value) in fields {
+        let key_end = at + 2 + key.len();
+        let value_end = key_end + 1 + value.len();
+        if value_end > encoded.len()
+            || encoded[at] != 0xa3
+            || usize::from(encoded[at + 1]) != key.len()
+            || &encoded[at + 2..key_end] != key.as_bytes()
+            || encoded[key_end] != constructor
+        {
+            return Err(NotStampable);
+        }
+        encoded[key_end + 1..value_end].copy_from_slice(value);
+        at = value_end;
+    }
+    Ok(())
 }
 
 /// A text field of the properties section, and whether it is a symbol (content-type is).
@@ -393,5 +490,68 @@ mod tests {
         let m = decode(&bytes);
         assert_eq!(body_bytes(&m).len(), 70_000);
         assert_eq!(m.application_properties.expect("ap").0.len(), 200);
+    }
+
+    fn annotation_of(message: &Message<Body<Value>>, key: &str) -> Option<Value> {
+        message
+            .message_annotations
+            .as_ref()?
+            .0
+            .get(&OwnedKey::Symbol(Symbol::from(key)))
+            .cloned()
+    }
+
+    #[test]
+    fn idempotent_events_are_stamped_in_place_with_typed_annotations() {
+        for key in [None, Some("k".to_string()), Some("é".repeat(128))] {
+            let event = EventData::from("body").with_property("p", 1i64);
+            let mut bytes = encode_batch_event(&event, key.as_deref(), true);
+            let placeholder_len = bytes.len();
+            stamp_publishing(&mut bytes, 9_000_000_000, 3, 123_456).expect("stampable");
+            assert_eq!(bytes.len(), placeholder_len, "stamping keeps the size");
+            let message = decode(&bytes);
+            assert_eq!(
+                annotation_of(&message, PRODUCER_SEQUENCE_NUMBER),
+                Some(Value::Int(123_456))
+            );
+            assert_eq!(
+                annotation_of(&message, PRODUCER_ID),
+                Some(Value::Long(9_000_000_000))
+            );
+            assert_eq!(
+                annotation_of(&message, PRODUCER_EPOCH),
+                Some(Value::Short(3))
+            );
+            assert_eq!(
+                annotation_of(&message, PARTITION_KEY_ANNOTATION),
+                key.clone().map(Value::String)
+            );
+            assert_eq!(body_bytes(&message), b"body");
+            // Stamping again (a retry after a fence) overwrites the same places.
+            stamp_publishing(&mut bytes, 1, 4, 0).expect("stampable");
+            let message = decode(&bytes);
+            assert_eq!(
+                annotation_of(&message, PRODUCER_SEQUENCE_NUMBER),
+                Some(Value::Int(0))
+            );
+            assert_eq!(
+                annotation_of(&message, PRODUCER_EPOCH),
+                Some(Value::Short(4))
+            );
+        }
+    }
+
+    #[test]
+    fn events_not_encoded_for_idempotence_are_not_stamped() {
+        for key in [None, Some("k")] {
+            let mut bytes = encode_batch_event(&EventData::from("x"), key, false);
+            let before = bytes.clone();
+            assert_eq!(stamp_publishing(&mut bytes, 1, 0, 0), Err(NotStampable));
+            assert_eq!(bytes, before);
+        }
+        assert_eq!(stamp_publishing(&mut [], 1, 0, 0), Err(NotStampable));
+        let mut truncated = encode_batch_event(&EventData::from("x"), None, true);
+        truncated.truncate(20);
+        assert_eq!(stamp_publishing(&mut truncated, 1, 0, 0), Err(NotStampable));
     }
 }

@@ -11,6 +11,7 @@ use tokio::sync::Mutex;
 use super::errors::{from_outcome, from_send_error, Broken, Failure};
 use super::message::{BATCH_MESSAGE_FORMAT, PARTITION_KEY_ANNOTATION};
 use crate::error::{Error, ErrorKind};
+use crate::idempotence::PublishingGrant;
 
 /// A batch ready for the wire. Built once; retries send the same payload.
 pub(crate) struct Payload(Sendable<Body<Value>>);
@@ -74,6 +75,8 @@ async fn wait_until_lost(is_lost: impl Fn() -> bool) {
 pub(crate) struct AmqpSender {
     link: Mutex<Sender>,
     max_message_size: Option<u64>,
+    /// What the service granted, for an idempotent producer link.
+    grant: Option<PublishingGrant>,
     generation: u64,
     path: String,
 }
@@ -89,9 +92,15 @@ impl std::fmt::Debug for AmqpSender {
 }
 
 impl AmqpSender {
-    pub(crate) fn new(sender: Sender, generation: u64, path: String) -> Self {
+    pub(crate) fn new(
+        sender: Sender,
+        generation: u64,
+        path: String,
+        grant: Option<PublishingGrant>,
+    ) -> Self {
         Self {
             max_message_size: sender.max_message_size(),
+            grant,
             link: Mutex::new(sender),
             generation,
             path,
@@ -101,6 +110,11 @@ impl AmqpSender {
     /// The max-message-size the service announced for this link.
     pub(crate) fn max_message_size(&self) -> Option<u64> {
         self.max_message_size
+    }
+
+    /// The idempotent publishing state the service granted at attach, for such a link.
+    pub(crate) fn publishing_grant(&self) -> Option<PublishingGrant> {
+        self.grant
     }
 
     /// Which connection this link lives on.

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use super::{BufferedProducerClient, EnqueueOptions};
 use crate::error::Error;
 use crate::event::EventData;
+use crate::idempotence::PublishedSequenceNumbers;
 
 /// A batch the service accepted.
 #[derive(Debug)]
@@ -24,6 +25,10 @@ pub struct SendSucceededContext {
     pub events: Vec<EventData>,
     /// The partition key each event was enqueued with (same order as `events`).
     pub partition_keys: Vec<Option<String>>,
+    /// With [`enable_idempotent_retries`](crate::BufferedProducerOptions::enable_idempotent_retries):
+    /// the producer id, epoch and each event's sequence number the service stored them under.
+    /// None otherwise.
+    pub published_sequence_numbers: Option<PublishedSequenceNumbers>,
     pub(crate) producer: Option<BufferedProducerClient>,
 }
 

@@ -249,6 +249,8 @@ impl BufferedProducerBuilder {
                 ))
             }
         };
+        let mut client_options = self.options.client.clone();
+        client_options.idempotent_partitions = self.options.enable_idempotent_retries;
         let producer = match self.credentials {
             Credentials::ConnectionString {
                 connection_string,
@@ -256,18 +258,13 @@ impl BufferedProducerBuilder {
             } => ProducerClient::from_connection_string(
                 &connection_string,
                 eventhub.as_deref(),
-                self.options.client.clone(),
+                client_options,
             )?,
             Credentials::TokenCredential {
                 namespace,
                 eventhub,
                 credential,
-            } => ProducerClient::new(
-                &namespace,
-                &eventhub,
-                credential,
-                self.options.client.clone(),
-            )?,
+            } => ProducerClient::new(&namespace, &eventhub, credential, client_options)?,
         };
         let sender: Arc<dyn BatchSender> = Arc::new(producer.clone());
         Ok(BufferedProducerClient::from_parts(
@@ -371,6 +368,7 @@ impl BufferedProducerClient {
                 handler,
                 max_wait_time: options.max_wait_time,
                 max_sends_per_partition: options.max_concurrent_sends_per_partition,
+                idempotent: options.enable_idempotent_retries,
                 global_sends: Arc::new(Semaphore::new(options.max_concurrent_sends)),
                 total_buffered: Arc::new(AtomicUsize::new(0)),
                 budget: ByteBudget::new(options.max_buffered_bytes),

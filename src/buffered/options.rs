@@ -56,6 +56,16 @@ pub struct BufferedProducerOptions {
     /// How often the partition list is read again (new partitions get actors). It is read
     /// only when events are enqueued, so an idle producer does nothing. Default: 60 s.
     pub partition_refresh_interval: Duration,
+    /// Publish as an idempotent producer: each partition link gets a producer id and epoch
+    /// from the service, every event carries the next sequence number, and retries reuse the
+    /// numbers, so a batch whose acknowledgement was lost (timeout, dropped connection,
+    /// detached link) is stored once however often it is sent. A batch that fails for good
+    /// is settled with the service before it is reported: the link re-attaches with the next
+    /// epoch (so a delivery of the batch still on its way can no longer be stored) and the
+    /// service's last sequence number says whether the batch was stored; if it was, it is
+    /// reported as a success after all. This takes up to one more retry-policy bound per
+    /// failed batch. Requires `max_concurrent_sends_per_partition == 1`. Default: false.
+    pub enable_idempotent_retries: bool,
     /// Connection settings: retries, identifier, custom endpoint, trusted roots.
     pub client: ProducerClientOptions,
 }
@@ -69,6 +79,7 @@ impl Default for BufferedProducerOptions {
             max_concurrent_sends: DEFAULT_MAX_CONCURRENT_SENDS,
             max_concurrent_sends_per_partition: DEFAULT_MAX_CONCURRENT_SENDS_PER_PARTITION,
             partition_refresh_interval: DEFAULT_PARTITION_REFRESH_INTERVAL,
+            enable_idempotent_retries: false,
             client: ProducerClientOptions::default(),
         }
     }
@@ -112,6 +123,12 @@ impl BufferedProducerOptions {
     /// Sets [`partition_refresh_interval`](Self::partition_refresh_interval).
     pub fn with_partition_refresh_interval(mut self, interval: Duration) -> Self {
         self.partition_refresh_interval = interval;
+        self
+    }
+
+    /// Sets [`enable_idempotent_retries`](Self::enable_idempotent_retries).
+    pub fn with_idempotent_retries(mut self, enable: bool) -> Self {
+        self.enable_idempotent_retries = enable;
         self
     }
 
@@ -169,6 +186,15 @@ impl BufferedProducerOptions {
                 "max_concurrent_sends_per_partition",
                 format!(
                     "must be 1 to 100, not {}",
+                    self.max_concurrent_sends_per_partition
+                ),
+            ));
+        }
+        if self.enable_idempotent_retries && self.max_concurrent_sends_per_partition != 1 {
+            return Err(out_of_range(
+                "max_concurrent_sends_per_partition",
+                format!(
+                    "must be 1 when enable_idempotent_retries is set (sequence numbers allow one batch in flight per partition), not {}",
                     self.max_concurrent_sends_per_partition
                 ),
             ));

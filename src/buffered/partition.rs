@@ -20,10 +20,11 @@ use super::handlers::{
     run_reporter, Backlog, BufferedProducerHandler, Report, SendFailedContext, SendSucceededContext,
 };
 use super::sender::BatchSender;
-use crate::amqp::message::{encode_event, AnnotationValue, PARTITION_KEY_ANNOTATION};
+use crate::amqp::message::encode_batch_event;
 use crate::batch::{BatchTarget, EventDataBatch};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::EventData;
+use crate::idempotence::PublishedSequenceNumbers;
 
 /// An event on its way to a partition.
 pub(crate) struct Queued {
@@ -64,6 +65,8 @@ pub(crate) struct ActorSettings {
     pub handler: Arc<dyn BufferedProducerHandler>,
     pub max_wait_time: Option<Duration>,
     pub max_sends_per_partition: usize,
+    /// Events are encoded with idempotent publishing placeholders.
+    pub idempotent: bool,
     pub global_sends: Arc<Semaphore>,
     pub total_buffered: Arc<AtomicUsize>,
     pub budget: ByteBudget,
@@ -135,7 +138,7 @@ struct InFlight {
     reservation: Reservation,
 }
 
-type Sending = BoxFuture<'static, (u64, Result<()>)>;
+type Sending = BoxFuture<'static, (u64, Result<Option<PublishedSequenceNumbers>>)>;
 
 struct Actor {
     shared: Arc<PartitionShared>,
@@ -303,14 +306,8 @@ impl Actor {
         Ok(size)
     }
 
-    fn encode(queued_key: &Option<String>, event: &EventData) -> Vec<u8> {
-        match queued_key {
-            Some(key) => encode_event(
-                event,
-                &[(PARTITION_KEY_ANNOTATION, AnnotationValue::String(key))],
-            ),
-            None => encode_event(event, &[]),
-        }
+    fn encode(&self, queued_key: &Option<String>, event: &EventData) -> Vec<u8> {
+        encode_batch_event(event, queued_key.as_deref(), self.settings.idempotent)
     }
 
     fn new_building(&self, max_size: usize, oldest: Instant) -> Building {
@@ -336,7 +333,7 @@ impl Actor {
                 return;
             }
         };
-        let encoded = Self::encode(&key, &event);
+        let encoded = self.encode(&key, &event);
         if self.building.is_none() {
             self.building = Some(self.new_building(max_size, enqueued_at));
         }
@@ -362,7 +359,7 @@ impl Actor {
         // The batch is full: seal it and start the next one with this event.
         self.seal();
         let event = refused.into_event();
-        let encoded = Self::encode(&key, &event);
+        let encoded = self.encode(&key, &event);
         let mut building = self.new_building(max_size, enqueued_at);
         match building.batch.try_add_encoded(event, encoded) {
             Ok(()) => {
@@ -467,7 +464,7 @@ impl Actor {
         }
     }
 
-    fn on_completed(&mut self, seq: u64, result: Result<()>) {
+    fn on_completed(&mut self, seq: u64, result: Result<Option<PublishedSequenceNumbers>>) {
         let Some(InFlight {
             seq: sent_seq,
             events,
@@ -481,12 +478,13 @@ impl Actor {
         self.release(events.len(), reservation);
         let partition_id = self.shared.id.clone();
         match result {
-            Ok(()) => {
+            Ok(published_sequence_numbers) => {
                 self.shared.failing.store(false, Ordering::SeqCst);
                 self.report(Report::Succeeded(SendSucceededContext {
                     partition_id,
                     events,
                     partition_keys: keys,
+                    published_sequence_numbers,
                     producer: None,
                 }));
             }

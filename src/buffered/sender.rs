@@ -5,6 +5,7 @@ use async_trait::async_trait;
 
 use crate::batch::BatchTarget;
 use crate::error::Result;
+use crate::idempotence::PublishedSequenceNumbers;
 use crate::producer::ProducerClient;
 
 /// Sends batches to partitions; implemented by [`ProducerClient`].
@@ -14,8 +15,13 @@ pub(crate) trait BatchSender: Send + Sync + 'static {
     async fn partition_ids(&self) -> Result<Vec<String>>;
     /// The largest batch the partition's link takes, in bytes.
     async fn max_batch_size(&self, partition_id: &str) -> Result<usize>;
-    /// Sends pre-encoded events as one batch to the partition, retries included.
-    async fn send(&self, partition_id: &str, encoded: Vec<Vec<u8>>) -> Result<()>;
+    /// Sends pre-encoded events as one batch to the partition, retries included; says where
+    /// they were published when the producer is idempotent.
+    async fn send(
+        &self,
+        partition_id: &str,
+        encoded: Vec<Vec<u8>>,
+    ) -> Result<Option<PublishedSequenceNumbers>>;
     /// Closes the connection.
     async fn close(&self);
 }
@@ -32,9 +38,17 @@ impl BatchSender for ProducerClient {
         Ok(usize::try_from(size).unwrap_or(usize::MAX))
     }
 
-    async fn send(&self, partition_id: &str, encoded: Vec<Vec<u8>>) -> Result<()> {
+    async fn send(
+        &self,
+        partition_id: &str,
+        encoded: Vec<Vec<u8>>,
+    ) -> Result<Option<PublishedSequenceNumbers>> {
+        if self.idempotent_partitions() {
+            return self.send_idempotent(partition_id, encoded).await.map(Some);
+        }
         self.send_encoded(&BatchTarget::Partition(partition_id.to_string()), encoded)
             .await
+            .map(|()| None)
     }
 
     async fn close(&self) {

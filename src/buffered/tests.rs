@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::*;
+use crate::idempotence::PublishedSequenceNumbers;
 
 #[derive(Debug, Clone)]
 struct Sent {
@@ -94,7 +95,11 @@ impl BatchSender for MockSender {
         Ok(self.max_size)
     }
 
-    async fn send(&self, partition_id: &str, encoded: Vec<Vec<u8>>) -> Result<()> {
+    async fn send(
+        &self,
+        partition_id: &str,
+        encoded: Vec<Vec<u8>>,
+    ) -> Result<Option<PublishedSequenceNumbers>> {
         let hang = {
             let mut state = self.state.lock().unwrap();
             state.sent.push(Sent {
@@ -110,7 +115,7 @@ impl BatchSender for MockSender {
         tokio::time::sleep(self.delay).await;
         match self.state.lock().unwrap().failures.pop_front() {
             Some(kind) => Err(Error::new(kind, "mock failure")),
-            None => Ok(()),
+            None => Ok(None),
         }
     }
 
