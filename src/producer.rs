@@ -18,7 +18,9 @@ use crate::batch::{batch_target, BatchTarget, CreateBatchOptions, EventDataBatch
 use crate::connection_string::ConnectionString;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::EventData;
-use crate::idempotence::{PartitionPublishing, PublishedSequenceNumbers, Settled, Stamp};
+use crate::idempotence::{
+    PartitionPublishing, PublishedSequenceNumbers, PublishingGrant, Settled, Stamp,
+};
 use crate::properties::{EventHubProperties, PartitionProperties};
 use crate::retry::{RetryOptions, RetryPolicy};
 
@@ -595,13 +597,7 @@ impl ProducerClient {
         }
         self.publishing(path, |p| p.fence());
         self.detach(path).await;
-        let grant = match self.with_retries("attach", || self.sender(path)).await {
-            Ok(sender) => sender.publishing_grant(),
-            Err(attach_error) => {
-                tracing::warn!(path, error = %attach_error, "could not ask the service whether a failed batch was stored");
-                None
-            }
-        };
+        let grant = self.fencing_attach(path).await;
         match grant.map(|grant| PartitionPublishing::settle(stamp, &grant)) {
             Some(Settled::Published) => {
                 tracing::info!(path, error = %error, "the service had stored the batch whose send failed");
@@ -612,6 +608,29 @@ impl ProducerClient {
             }
             Some(Settled::Unknown) | None => Err(error.with_context(MAY_HAVE_BEEN_PUBLISHED)),
         }
+    }
+
+    /// Attaches the link that fences a failed batch off and says whether the service stored it.
+    /// Tried as often as the retry policy allows, and also after errors that end a send's
+    /// retries at once (such as a refused token): while this attach fails, the outcome of the
+    /// failed batch stays unknown, and a refusal can be short-lived.
+    async fn fencing_attach(&self, path: &str) -> Option<PublishingGrant> {
+        let options = self.inner.retry.options().clone();
+        for try_number in 1..=options.max_retries.saturating_add(1) {
+            let error = match tokio::time::timeout(options.try_timeout, self.sender(path)).await {
+                Ok(Ok(sender)) => return sender.publishing_grant(),
+                Ok(Err(failure)) => failure.error,
+                Err(_) => Error::new(ErrorKind::Timeout, "the fencing attach timed out"),
+            };
+            if error.kind() == ErrorKind::Closed {
+                return None;
+            }
+            tracing::warn!(path, try_number, error = %error, "could not yet ask the service whether a failed batch was stored");
+            if try_number <= options.max_retries {
+                tokio::time::sleep(self.inner.retry.delay_for(try_number, &error)).await;
+            }
+        }
+        None
     }
 
     /// Sends a payload to `path` under the retry policy, rebuilding whatever a failed try broke.
