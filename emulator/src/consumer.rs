@@ -171,11 +171,11 @@ fn wants_runtime_metric(attach: &Attach) -> bool {
         .is_some_and(|caps| caps.0.iter().any(|c| c.as_str() == RUNTIME_METRIC))
 }
 
-/// Index of the first event to deliver.
-fn start_index(partition: &Partition, start: &StartPosition) -> usize {
+/// Sequence number of the first event to deliver.
+fn start_index(partition: &Partition, start: &StartPosition) -> u64 {
     match *start {
         StartPosition::Earliest => 0,
-        StartPosition::Latest => partition.len(),
+        StartPosition::Latest => partition.len() as u64,
         StartPosition::Offset { offset, inclusive } => {
             partition.position_after(|e| e.offset, offset, inclusive)
         }
@@ -208,7 +208,7 @@ impl ConsumerLink {
     async fn run(
         &self,
         mut sender: Sender,
-        mut cursor: usize,
+        mut cursor: u64,
         mut kicked: watch::Receiver<bool>,
         mut authorized_until: Option<Instant>,
     ) {
@@ -245,7 +245,9 @@ impl ConsumerLink {
             if failed {
                 break Stop::Gone;
             }
-            cursor += events.len();
+            if let Some(last) = events.last() {
+                cursor = u64::try_from(last.sequence_number).unwrap_or(0) + 1;
+            }
         };
         let error = match stop {
             Stop::Gone => {

@@ -42,6 +42,7 @@ pub struct EmulatorBuilder {
     require_authorization: bool,
     accept_jwt: bool,
     consumer_groups: Vec<String>,
+    retention: Option<usize>,
 }
 
 impl Default for EmulatorBuilder {
@@ -59,6 +60,7 @@ impl Default for EmulatorBuilder {
             require_authorization: true,
             accept_jwt: true,
             consumer_groups: vec!["$Default".to_string()],
+            retention: None,
         }
     }
 }
@@ -121,6 +123,15 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Keeps at most about `events` events per partition, dropping the oldest (like the
+    /// service's retention), so that long runs hold bounded memory. Consumers and
+    /// [`Emulator::events`] see the retained events; sequence numbers and offsets go on.
+    /// Default: every event is kept.
+    pub fn max_events_per_partition(mut self, events: usize) -> Self {
+        self.retention = Some(events);
+        self
+    }
+
     fn validate(&self) -> Result<(), EmulatorError> {
         if !self.address.is_loopback() {
             return Err(EmulatorError::InvalidConfig(format!(
@@ -144,6 +155,11 @@ impl EmulatorBuilder {
                     "hub '{name}' needs 1 to {MAX_PARTITIONS} partitions, not {partitions}"
                 )));
             }
+        }
+        if self.retention == Some(0) {
+            return Err(EmulatorError::InvalidConfig(
+                "the retention must keep at least one event per partition".into(),
+            ));
         }
         if self.max_message_size == 0 {
             return Err(EmulatorError::InvalidConfig(
@@ -178,6 +194,7 @@ impl EmulatorBuilder {
             require_authorization: self.require_authorization,
             accept_jwt: self.accept_jwt,
             consumer_groups: self.consumer_groups.clone(),
+            retention: self.retention,
         };
         let ns = Arc::new(Namespace::new(settings, hubs, self.max_message_size));
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -305,7 +322,8 @@ impl Emulator {
             .collect())
     }
 
-    /// How many events one partition holds.
+    /// How many events one partition was given: its next sequence number. With a
+    /// [retention](EmulatorBuilder::max_events_per_partition), the oldest may be gone.
     pub fn event_count(&self, hub: &str, partition: &str) -> Result<usize, EmulatorError> {
         let p =
             self.hub(hub)?

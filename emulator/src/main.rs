@@ -8,7 +8,7 @@ use eventhubs_emulator::{Emulator, EmulatorBuilder};
 const USAGE: &str = "\
 usage: eventhubs-emulator [--port N] [--hub NAME:PARTITIONS]... [--max-message-size BYTES]
                           [--tls] [--key-name NAME] [--key KEY] [--no-auth] [--reject-jwt]
-                          [--consumer-group NAME]...
+                          [--consumer-group NAME]... [--max-events-per-partition N]
 
   --port N                 TCP port on 127.0.0.1 (default 5672; 0 picks a free one)
   --hub NAME:PARTITIONS    an event hub (repeatable; default hub:4)
@@ -17,7 +17,10 @@ usage: eventhubs-emulator [--port N] [--hub NAME:PARTITIONS]... [--max-message-s
   --key-name, --key        the shared access key that signs valid tokens
   --no-auth                let links attach without a $cbs put-token
   --reject-jwt             refuse JWT tokens (accepted unverified by default)
-  --consumer-group NAME    a consumer group besides $Default (repeatable)";
+  --consumer-group NAME    a consumer group besides $Default (repeatable)
+  --max-events-per-partition N
+                           keep about N events per partition, dropping the oldest
+                           (default: keep every event)";
 
 /// Parses the command line into a builder; the error names the flag that was wrong.
 fn parse_args(args: &[String]) -> Result<EmulatorBuilder, String> {
@@ -68,6 +71,12 @@ fn parse_args(args: &[String]) -> Result<EmulatorBuilder, String> {
             "--no-auth" => builder.require_authorization(false),
             "--reject-jwt" => builder.accept_jwt(false),
             "--consumer-group" => builder.consumer_group(value("--consumer-group")?),
+            "--max-events-per-partition" => {
+                let v = value("--max-events-per-partition")?;
+                builder.max_events_per_partition(v.parse().map_err(|_| {
+                    format!("--max-events-per-partition: '{v}' is not an event count")
+                })?)
+            }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown flag '{other}'")),
         };

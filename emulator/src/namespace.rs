@@ -20,6 +20,8 @@ pub(crate) struct Settings {
     pub require_authorization: bool,
     pub accept_jwt: bool,
     pub consumer_groups: Vec<String>,
+    /// Most events kept per partition; None keeps every event.
+    pub retention: Option<usize>,
 }
 
 /// One event hub.
@@ -27,18 +29,20 @@ pub(crate) struct Settings {
 pub(crate) struct Hub {
     pub name: String,
     pub created_at: SystemTime,
+    retention: Option<usize>,
     partitions: RwLock<Vec<Arc<Partition>>>,
     round_robin: AtomicUsize,
 }
 
 impl Hub {
-    pub(crate) fn new(name: String, partition_count: usize) -> Self {
+    pub(crate) fn new(name: String, partition_count: usize, retention: Option<usize>) -> Self {
         Self {
             name,
             created_at: SystemTime::now(),
+            retention,
             partitions: RwLock::new(
                 (0..partition_count)
-                    .map(|i| Arc::new(Partition::new(i.to_string())))
+                    .map(|i| Arc::new(Partition::new(i.to_string(), retention)))
                     .collect(),
             ),
             round_robin: AtomicUsize::new(0),
@@ -75,7 +79,7 @@ impl Hub {
         let mut partitions = self.partitions.write().unwrap_or_else(|p| p.into_inner());
         while partitions.len() < count {
             let id = partitions.len().to_string();
-            partitions.push(Arc::new(Partition::new(id)));
+            partitions.push(Arc::new(Partition::new(id, self.retention)));
         }
         partitions.len()
     }
@@ -169,12 +173,14 @@ impl Namespace {
         max_message_size: u64,
     ) -> Self {
         let (detach_orders, _) = broadcast::channel(64);
+        let retention = settings.retention;
         Self {
             settings,
             hubs: RwLock::new(
                 hubs.into_iter()
                     .map(|(name, count)| {
-                        (name.to_ascii_lowercase(), Arc::new(Hub::new(name, count)))
+                        let hub = Hub::new(name.clone(), count, retention);
+                        (name.to_ascii_lowercase(), Arc::new(hub))
                     })
                     .collect(),
             ),
@@ -291,6 +297,7 @@ mod tests {
             require_authorization: true,
             accept_jwt: true,
             consumer_groups: vec!["$Default".into()],
+            retention: None,
         };
         Namespace::new(settings, vec![("Hub".into(), 2)], 1024)
     }

@@ -1,6 +1,7 @@
 //! Partition logs: events are kept as the encoded AMQP messages they arrived as, and decoded
 //! only when read, so storing a batch costs a few pointer moves per event.
 
+use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,8 +24,23 @@ pub(crate) struct StoredEvent {
 
 #[derive(Debug, Default)]
 struct Log {
-    events: Vec<StoredEvent>,
+    /// The retained events; the first has sequence number `first_sequence`.
+    events: VecDeque<StoredEvent>,
+    first_sequence: i64,
     next_offset: i64,
+}
+
+impl Log {
+    fn next_sequence(&self) -> i64 {
+        self.first_sequence + self.events.len() as i64
+    }
+
+    /// Index in `events` of the event with sequence number `position` (or of the first
+    /// retained one when that event was dropped).
+    fn index_of(&self, position: u64) -> usize {
+        let position = i64::try_from(position).unwrap_or(i64::MAX);
+        usize::try_from(position.saturating_sub(self.first_sequence)).unwrap_or(0)
+    }
 }
 
 /// One partition of an event hub.
@@ -32,6 +48,8 @@ struct Log {
 pub(crate) struct Partition {
     pub id: String,
     log: Mutex<Log>,
+    /// Most events kept; the oldest are dropped beyond it (like the service's retention).
+    retention: Option<usize>,
     /// Number of events stored so far; consumers wait on changes.
     appended: watch::Sender<u64>,
     pub producers: ProducerStates,
@@ -55,10 +73,11 @@ pub(crate) fn now_millis() -> i64 {
 }
 
 impl Partition {
-    pub(crate) fn new(id: String) -> Self {
+    pub(crate) fn new(id: String, retention: Option<usize>) -> Self {
         Self {
             id,
             log: Mutex::new(Log::default()),
+            retention,
             appended: watch::Sender::new(0),
             producers: ProducerStates::default(),
         }
@@ -74,55 +93,65 @@ impl Partition {
     pub(crate) fn append(&self, raws: impl IntoIterator<Item = Bytes>) -> i64 {
         let now = now_millis();
         let mut log = self.log();
-        let first = log.events.len() as i64;
+        let first = log.next_sequence();
         for raw in raws {
-            let sequence_number = log.events.len() as i64;
+            let sequence_number = log.next_sequence();
             let offset = log.next_offset;
             log.next_offset += raw.len() as i64;
-            log.events.push(StoredEvent {
+            log.events.push_back(StoredEvent {
                 sequence_number,
                 offset,
                 enqueued_time_ms: now,
                 raw,
             });
         }
-        let count = log.events.len() as u64;
+        if let Some(retention) = self.retention {
+            // Trim in steps of an eighth, so that trimming costs little per event.
+            if log.events.len() > retention.saturating_add(retention / 8) {
+                let excess = log.events.len() - retention;
+                log.events.drain(..excess);
+                log.first_sequence += excess as i64;
+            }
+        }
+        let count = log.next_sequence() as u64;
         drop(log);
         self.appended.send_replace(count);
         first
     }
 
+    /// How many events the partition was ever given (the next sequence number); with a
+    /// retention, the oldest of them may be gone.
     pub(crate) fn len(&self) -> usize {
-        self.log().events.len()
+        usize::try_from(self.log().next_sequence()).unwrap_or(usize::MAX)
     }
 
-    /// Up to `max` events starting at index `from`.
-    pub(crate) fn read(&self, from: usize, max: usize) -> Vec<StoredEvent> {
+    /// Up to `max` retained events starting at sequence number `from` (or at the oldest
+    /// retained one, when the retention dropped `from`).
+    pub(crate) fn read(&self, from: u64, max: usize) -> Vec<StoredEvent> {
         let log = self.log();
-        let end = log.events.len().min(from.saturating_add(max));
-        log.events
-            .get(from..end)
-            .map(<[_]>::to_vec)
-            .unwrap_or_default()
+        let start = log.index_of(from).min(log.events.len());
+        let end = log.events.len().min(start.saturating_add(max));
+        log.events.range(start..end).cloned().collect()
     }
 
-    /// Index of the first event whose value (as picked by `key`) is above `value`, or at or above
-    /// it when `inclusive`.
+    /// Sequence number of the first event whose value (as picked by `key`) is above `value`, or
+    /// at or above it when `inclusive`.
     pub(crate) fn position_after(
         &self,
         key: impl Fn(&StoredEvent) -> i64,
         value: i64,
         inclusive: bool,
-    ) -> usize {
+    ) -> u64 {
         let log = self.log();
-        log.events.partition_point(|e| {
+        let index = log.events.partition_point(|e| {
             let v = key(e);
             if inclusive {
                 v < value
             } else {
                 v <= value
             }
-        })
+        });
+        (log.first_sequence + index as i64) as u64
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
@@ -131,17 +160,17 @@ impl Partition {
 
     pub(crate) fn summary(&self) -> PartitionSummary {
         let log = self.log();
-        match log.events.last() {
+        match log.events.back() {
             Some(last) => PartitionSummary {
-                begin_sequence_number: 0,
+                begin_sequence_number: log.first_sequence,
                 last_sequence_number: last.sequence_number,
                 last_offset: last.offset,
                 last_enqueued_time_ms: last.enqueued_time_ms,
                 is_empty: false,
             },
             None => PartitionSummary {
-                begin_sequence_number: 0,
-                last_sequence_number: -1,
+                begin_sequence_number: log.first_sequence,
+                last_sequence_number: log.next_sequence() - 1,
                 last_offset: -1,
                 last_enqueued_time_ms: 0,
                 is_empty: true,
@@ -231,7 +260,7 @@ mod tests {
 
     #[test]
     fn append_assigns_sequence_numbers_and_byte_offsets() {
-        let p = Partition::new("0".into());
+        let p = Partition::new("0".into(), None);
         assert!(p.summary().is_empty);
         let first = p.append([Bytes::from_static(b"abc"), Bytes::from_static(b"de")]);
         assert_eq!(first, 0);
@@ -248,7 +277,7 @@ mod tests {
 
     #[test]
     fn position_after_honours_inclusive() {
-        let p = Partition::new("0".into());
+        let p = Partition::new("0".into(), None);
         p.append((0..5).map(|_| Bytes::from_static(b"xx")));
         assert_eq!(p.position_after(|e| e.sequence_number, 2, false), 3);
         assert_eq!(p.position_after(|e| e.sequence_number, 2, true), 2);
@@ -256,5 +285,29 @@ mod tests {
         assert_eq!(p.position_after(|e| e.offset, 100, false), 5);
         assert_eq!(p.read(4, 10).len(), 1);
         assert!(p.read(9, 10).is_empty());
+    }
+
+    #[test]
+    fn retention_drops_the_oldest_and_positions_stay_sequence_numbers() {
+        let p = Partition::new("0".into(), Some(8));
+        for _ in 0..4 {
+            p.append((0..5).map(|_| Bytes::from_static(b"xx")));
+        }
+        // 20 appended; trimmed back to 8 whenever more than 9 were held.
+        assert_eq!(p.len(), 20);
+        let kept = p.read(0, usize::MAX);
+        assert!((8..=9).contains(&kept.len()), "{}", kept.len());
+        let first = kept[0].sequence_number;
+        assert_eq!(kept.last().map(|e| e.sequence_number), Some(19));
+        assert_eq!(p.summary().begin_sequence_number, first);
+        assert_eq!(p.summary().last_sequence_number, 19);
+        assert_eq!(p.read(18, 10).len(), 2);
+        assert_eq!(p.read(25, 10).len(), 0);
+        assert_eq!(p.position_after(|e| e.sequence_number, 15, false), 16);
+        assert_eq!(
+            p.position_after(|e| e.sequence_number, 0, true),
+            first as u64
+        );
+        assert_eq!(kept[0].offset, first * 2, "offsets go on");
     }
 }
