@@ -68,7 +68,9 @@ impl BufferedProducerHandler for Handler {
 /// keyed, each task with keys of its own, so that a key's enqueue order is its task's order.
 fn event_of(task: usize, index: usize) -> (String, Option<String>) {
     let body = format!("{task}-{index}");
-    let key = (index % 2 == 0).then(|| format!("key-{task}-{}", (index / 2) % KEYS_PER_TASK));
+    let key = index
+        .is_multiple_of(2)
+        .then(|| format!("key-{task}-{}", (index / 2) % KEYS_PER_TASK));
     (body, key)
 }
 
