@@ -163,12 +163,15 @@ pub(crate) struct PartitionPublishing {
 }
 
 impl PartitionPublishing {
-    /// What the next attach asks for.
+    /// What the next attach asks for: the producer id and epoch once known. The sequence
+    /// number is left for the service to say: a batch in flight when the link was lost may
+    /// have been stored, so ours can be behind, and a stale number must never be able to
+    /// rewind the service's record (that would let a resent batch be stored twice).
     pub(crate) fn request(&self) -> PublishingRequest {
         PublishingRequest {
             producer_id: self.producer_id,
             epoch: self.epoch,
-            last_sequence: self.last_published,
+            last_sequence: None,
         }
     }
 
@@ -277,7 +280,7 @@ mod tests {
             PublishingRequest {
                 producer_id: Some(7),
                 epoch: Some(0),
-                last_sequence: Some(2)
+                last_sequence: None
             }
         );
     }
