@@ -157,9 +157,20 @@ pub(crate) enum Report {
 pub(crate) struct Backlog {
     pending: AtomicUsize,
     drained: Notify,
+    /// When the handler call running now started; None between calls.
+    busy_since: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Backlog {
+    /// When the handler call running now started, if one is running.
+    pub(crate) fn busy_since(&self) -> Option<tokio::time::Instant> {
+        *self.busy_since.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_busy(&self, since: Option<tokio::time::Instant>) {
+        *self.busy_since.lock().unwrap_or_else(|p| p.into_inner()) = since;
+    }
+
     pub(crate) fn pending(&self) -> usize {
         self.pending.load(Ordering::SeqCst)
     }
@@ -206,9 +217,11 @@ pub(crate) async fn run_reporter(
                 handler.on_send_failed(context)
             }
         };
+        backlog.set_busy(Some(tokio::time::Instant::now()));
         let outcome = IN_HANDLER
             .scope((), AssertUnwindSafe(call).catch_unwind())
             .await;
+        backlog.set_busy(None);
         if let Err(panic) = outcome {
             let message = panic
                 .downcast_ref::<&str>()

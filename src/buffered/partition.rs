@@ -55,6 +55,11 @@ pub(crate) struct PartitionShared {
     pub buffered: AtomicUsize,
     /// Whether the last send of this partition failed (automatic routing avoids it).
     pub failing: AtomicBool,
+    /// The reporter's state: reports waiting, and the handler call running now.
+    pub reporter: Arc<Backlog>,
+    /// Told when close stops waiting for this partition (its handler is stuck): the actor
+    /// then reports everything it still holds as abandoned and stops.
+    pub give_up: tokio::sync::Notify,
 }
 
 /// Settings and resources every actor of a producer shares.
@@ -75,15 +80,17 @@ pub(crate) fn spawn(
     max_buffered_events: usize,
     settings: Arc<ActorSettings>,
 ) -> (Arc<PartitionShared>, mpsc::UnboundedSender<Command>) {
+    let backlog = Arc::new(Backlog::default());
     let shared = Arc::new(PartitionShared {
         id,
         slots: Arc::new(Semaphore::new(max_buffered_events)),
         buffered: AtomicUsize::new(0),
         failing: AtomicBool::new(false),
+        reporter: backlog.clone(),
+        give_up: tokio::sync::Notify::new(),
     });
     let (commands_tx, commands) = mpsc::unbounded_channel();
     let (reports, reports_rx) = mpsc::unbounded_channel();
-    let backlog = Arc::new(Backlog::default());
     tokio::spawn(run_reporter(
         settings.handler.clone(),
         reports_rx,
@@ -193,6 +200,7 @@ impl Actor {
             let wants_global = !self.ready.is_empty() && has_slot && !backlog_full;
             let global = self.settings.global_sends.clone();
             let backlog = self.backlog.clone();
+            let shared = self.shared.clone();
             tokio::select! {
                 biased;
                 Some((seq, result)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
@@ -205,6 +213,11 @@ impl Actor {
                 }
                 _ = backlog.wait_below(self.backlog_limit), if backlog_full && !self.ready.is_empty() => {}
                 _ = sleep_until_some(deadline), if deadline.is_some() => self.seal(),
+                // Close stopped waiting for this partition (its handler is stuck).
+                _ = shared.give_up.notified() => {
+                    self.abandon();
+                    break;
+                }
                 // Read even while sealed batches wait for a send slot: a close_abandoning must
                 // not wait behind a send that hangs (memory stays bounded by the slots).
                 command = self.commands.recv(), if !self.commands_done => match command {
