@@ -25,6 +25,8 @@ use crate::batch::{BatchTarget, EventDataBatch};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::EventData;
 
+mod resplit;
+
 /// An event on its way to a partition.
 pub(crate) struct Queued {
     pub event: EventData,
@@ -140,6 +142,9 @@ struct InFlight {
     events: Vec<EventData>,
     keys: Vec<Option<String>>,
     reservation: Reservation,
+    /// Set when the batch is being sent again in pieces (the service lowered its size
+    /// limit): the outcome of each piece, in order.
+    pieces: Option<resplit::Pieces>,
 }
 
 type Sending = BoxFuture<'static, (u64, Result<()>)>;
@@ -445,6 +450,7 @@ impl Actor {
             events,
             keys: sealed.keys,
             reservation: sealed.reservation,
+            pieces: None,
         });
         let sender = self.settings.sender.clone();
         let partition = self.shared.id.clone();
@@ -481,11 +487,17 @@ impl Actor {
     }
 
     fn on_completed(&mut self, seq: u64, result: Result<()>) {
+        if let Err(error) = &result {
+            if self.resend_in_pieces(seq, error) {
+                return;
+            }
+        }
         let Some(InFlight {
             seq: sent_seq,
             events,
             keys,
             reservation,
+            pieces,
         }) = self.in_flight_events.pop_front()
         else {
             return;
@@ -493,8 +505,9 @@ impl Actor {
         debug_assert_eq!(sent_seq, seq);
         self.release(events.len(), reservation);
         let partition_id = self.shared.id.clone();
-        match result {
-            Ok(()) => {
+        match (pieces, result) {
+            (Some(pieces), _) => self.report_pieces(events, keys, &pieces),
+            (None, Ok(())) => {
                 self.shared.failing.store(false, Ordering::SeqCst);
                 self.report(Report::Succeeded(SendSucceededContext {
                     partition_id,
@@ -503,7 +516,7 @@ impl Actor {
                     producer: None,
                 }));
             }
-            Err(error) => {
+            (None, Err(error)) => {
                 self.shared.failing.store(true, Ordering::SeqCst);
                 tracing::error!(partition = %partition_id, events = events.len(), error = %error, "batch not published");
                 self.report(Report::Failed(SendFailedContext {
