@@ -35,7 +35,9 @@ use crate::event::EventData;
 use crate::producer::ProducerClient;
 use crate::properties::{EventHubProperties, PartitionProperties};
 
-pub use self::handlers::{BufferedProducerHandler, SendFailedContext, SendSucceededContext};
+pub use self::handlers::{
+    BufferedProducerHandler, RequeueError, SendFailedContext, SendSucceededContext,
+};
 pub use self::options::{
     BufferedProducerOptions, EnqueueOptions, DEFAULT_HANDLER_SHUTDOWN_TIMEOUT,
     DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_BUFFERED_EVENTS_PER_PARTITION,
