@@ -75,8 +75,9 @@ impl ConnectionString {
     ///
     /// Fails with [`ErrorKind::InvalidConnectionString`] if `Endpoint` is missing or malformed,
     /// a known key is repeated, empty or has no `=`, `EntityPath` is empty,
-    /// `UseDevelopmentEmulator` is neither `true` nor `false`, or the credentials are not
-    /// exactly one of `SharedAccessKeyName` with `SharedAccessKey`, or `SharedAccessSignature`.
+    /// `UseDevelopmentEmulator` is neither `true` nor `false`, the credentials are not
+    /// exactly one of `SharedAccessKeyName` with `SharedAccessKey`, or `SharedAccessSignature`,
+    /// or `SharedAccessSignature` is not a well-formed signature (prefix, `sr`, `sig`, `se`).
     pub fn parse(s: &str) -> Result<ConnectionString> {
         let mut values: [Option<&str>; KNOWN_KEYS.len()] = [None; KNOWN_KEYS.len()];
         for (index, segment) in s.split(';').enumerate() {
@@ -155,6 +156,16 @@ impl ConnectionString {
                      `{SHARED_ACCESS_KEY}`, not both"
                 )))
             }
+        }
+
+        if let Some(signature) = &shared_access_signature {
+            // The reasons name the signature's fields, never its value.
+            crate::auth::SharedAccessSignature::parse(signature).map_err(|e| {
+                invalid(format!(
+                    "`{SHARED_ACCESS_SIGNATURE}` is not a valid shared access signature: {}",
+                    e.message()
+                ))
+            })?;
         }
 
         Ok(ConnectionString {
@@ -598,6 +609,23 @@ mod tests {
             "Endpoint=;SharedAccessKeyName=n;SharedAccessKey=k",
             "`Endpoint`",
         );
+    }
+
+    #[test]
+    fn rejects_malformed_signatures_naming_the_key_not_the_value() {
+        for signature in [
+            "TOPSECRET",
+            "SharedAccessSignature sig=TOPSECRET&se=1",
+            "SharedAccessSignature sr=x&se=1",
+            "SharedAccessSignature sr=x&sig=TOPSECRET",
+            "SharedAccessSignature sr=x&sig=TOPSECRET&se=later",
+        ] {
+            let error = reject(
+                &format!("Endpoint=sb://ns.example/;SharedAccessSignature={signature}"),
+                "`SharedAccessSignature` is not a valid shared access signature",
+            );
+            assert!(!error.to_string().contains("TOPSECRET"), "{error}");
+        }
     }
 
     #[test]

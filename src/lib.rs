@@ -51,10 +51,11 @@ pub use batch::{
 };
 pub use buffered::{
     BufferedProducerBuilder, BufferedProducerClient, BufferedProducerHandler,
-    BufferedProducerOptions, EnqueueOptions, SendFailedContext, SendSucceededContext,
-    TryEnqueueError, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_BUFFERED_EVENTS_PER_PARTITION,
-    DEFAULT_MAX_CONCURRENT_SENDS, DEFAULT_MAX_CONCURRENT_SENDS_PER_PARTITION,
-    DEFAULT_MAX_WAIT_TIME, DEFAULT_PARTITION_REFRESH_INTERVAL,
+    BufferedProducerOptions, EnqueueOptions, RequeueError, SendFailedContext, SendSucceededContext,
+    TryEnqueueError, DEFAULT_HANDLER_SHUTDOWN_TIMEOUT, DEFAULT_MAX_BUFFERED_BYTES,
+    DEFAULT_MAX_BUFFERED_EVENTS_PER_PARTITION, DEFAULT_MAX_CONCURRENT_SENDS,
+    DEFAULT_MAX_CONCURRENT_SENDS_PER_PARTITION, DEFAULT_MAX_WAIT_TIME,
+    DEFAULT_PARTITION_REFRESH_INTERVAL,
 };
 pub use connection_string::{ConnectionString, Endpoint};
 pub use error::{Error, ErrorKind, Result};

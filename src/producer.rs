@@ -7,7 +7,7 @@ use std::time::Duration;
 use azure_core::credentials::TokenCredential;
 use tokio::sync::Mutex;
 
-use crate::amqp::connection::{AmqpConnection, ConnectionConfig, SenderProperties};
+use crate::amqp::connection::{AmqpConnection, ConnectionConfig, SenderProperties, CLOSE_GRACE};
 use crate::amqp::errors::{Broken, Failure};
 use crate::amqp::message::{stamp_publishing, NotStampable};
 use crate::amqp::sender::{AmqpSender, Payload};
@@ -32,6 +32,15 @@ const AMQP_PORT: u16 = 5672;
 const FALLBACK_MAX_MESSAGE_SIZE: u64 = 1024 * 1024;
 /// The smallest batch worth making: an envelope and one tiny event.
 const MIN_BATCH_SIZE: u64 = 24;
+
+/// How long the service may stay silent on a connection before it is taken as dead: the try
+/// timeout (a try on a silent connection could not succeed anyway), at least 1 s, at most
+/// 60 s. The service sends heartbeats at half of it, so only a dead connection is that silent.
+fn idle_timeout(retry: &RetryOptions) -> Duration {
+    retry
+        .try_timeout
+        .clamp(Duration::from_secs(1), Duration::from_secs(60))
+}
 
 /// Options for [`ProducerClient`].
 #[derive(Debug, Clone, Default)]
@@ -308,6 +317,7 @@ impl ProducerClient {
             tls,
             container_id: identifier.clone(),
             token_validity,
+            idle_timeout: idle_timeout(&options.retry),
         };
         Ok(Self {
             inner: Arc::new(Inner {
@@ -698,7 +708,9 @@ impl ProducerClient {
     }
 
     /// Closes the links and the connection. Operations after it fail with
-    /// [`ErrorKind::Closed`].
+    /// [`ErrorKind::Closed`]. Waits for the service's answers at most the try timeout, and
+    /// never more than 5 s, however many links there are: a service that stopped answering
+    /// cannot hold it up longer.
     pub async fn close(&self) {
         let senders: Vec<_> = self
             .inner
@@ -708,12 +720,18 @@ impl ProducerClient {
             .drain()
             .map(|(_, s)| s)
             .collect();
-        for sender in senders {
-            if let Ok(sender) = Arc::try_unwrap(sender) {
-                let _ = tokio::time::timeout(Duration::from_secs(5), sender.close()).await;
-            }
-        }
-        self.inner.connection.close().await;
+        // One bound for the whole close, links closed together: a service that stopped
+        // answering must not hold close up once per link.
+        let grace = CLOSE_GRACE.min(self.inner.retry.options().try_timeout);
+        let deadline = tokio::time::Instant::now() + grace;
+        let links = futures_util::future::join_all(
+            senders
+                .into_iter()
+                .filter_map(|sender| Arc::try_unwrap(sender).ok())
+                .map(AmqpSender::close),
+        );
+        let _ = tokio::time::timeout_at(deadline, links).await;
+        self.inner.connection.close(deadline).await;
     }
 
     /// Whether [`close`](Self::close) was called.

@@ -1138,7 +1138,7 @@ async fn an_event_larger_than_the_link_allows_fails_alone_at_once() {
 }
 
 #[tokio::test]
-async fn a_batch_the_service_finds_too_large_fails_without_retries() {
+async fn a_batch_the_service_finds_too_large_is_sent_again_within_its_new_limit() {
     let emulator = emulator().await;
     let (producer, recorder) = producer(&emulator);
     producer
@@ -1154,15 +1154,17 @@ async fn a_batch_the_service_finds_too_large_fails_without_retries() {
         .await
         .unwrap();
     bounded("flush", BOUND, producer.flush()).await.unwrap();
-    let failed = recorder.failed();
-    assert_eq!(failed.len(), 5);
-    assert!(failed
-        .iter()
-        .all(|(_, p, kind)| p == "3" && *kind == ErrorKind::MessageTooLarge));
+    // Refused once as too large, then sent again in batches within the new limit (each
+    // event, with its `id` property, takes more than half of it).
+    assert_eq!(recorder.failed(), vec![]);
+    assert_eq!(recorder.succeeded().len(), 6);
     let counters = emulator.counters();
-    assert_eq!(counters.rejected, 1, "not retried");
-    assert_eq!(counters.deliveries, 2);
-    assert_eq!(stored(&emulator, "3"), vec!["warm-up"]);
+    assert_eq!(counters.rejected, 1, "refused once, not retried as it was");
+    assert_eq!(counters.deliveries, 1 + 1 + 5);
+    let expected: Vec<String> = std::iter::once("warm-up".to_string())
+        .chain((0..5).map(|i| format!("{i}{body}")))
+        .collect();
+    assert_eq!(stored(&emulator, "3"), expected);
     bounded("close", BOUND, producer.close()).await.unwrap();
 }
 

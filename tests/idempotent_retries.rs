@@ -478,3 +478,32 @@ async fn cut_connections_and_detached_links_store_nothing_twice() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_batch_split_for_a_lowered_size_limit_keeps_the_sequence_without_gaps() {
+    let emulator = emulator(1).await;
+    let options = options(true).with_max_wait_time(Some(Duration::from_secs(30)));
+    let (producer, recorder) = producer(&emulator, options);
+    enqueue_range(&producer, "warmup", 0..1, "0").await;
+    producer.flush().await.expect("flush");
+    // The service now takes at most 4 KiB; the batch below is built for the 1 MiB the link
+    // announced, refused whole, and sent again in pieces with fresh sequence numbers.
+    emulator.faults().set_max_message_size(4096);
+    let mut bodies = vec!["warmup-0".to_string()];
+    for i in 0..30 {
+        let body = format!("e{i:02}-{}", "x".repeat(500));
+        producer
+            .enqueue_event(EventData::from(body.clone()), to("0"))
+            .await
+            .expect("enqueued");
+        bodies.push(body);
+    }
+    close(&producer).await;
+    assert!(recorder.failures().is_empty(), "{:?}", recorder.failures());
+    let stored = stored_publishing(&emulator, "0");
+    let stored_bodies: Vec<String> = stored.iter().map(|e| e.0.clone()).collect();
+    assert_eq!(stored_bodies, bodies, "everything stored once, in order");
+    let sequences: Vec<i32> = stored.iter().map(|e| e.1).collect();
+    assert_eq!(sequences, (0..31).collect::<Vec<_>>(), "no gap, no repeat");
+    assert!(recorder.calls().len() >= 3, "the batch went in pieces");
+}

@@ -43,6 +43,11 @@ pub(crate) struct ConnectionConfig {
     pub container_id: String,
     /// Validity of the SAS tokens this side signs.
     pub token_validity: Duration,
+    /// How long the service may stay silent before the connection is taken as dead. The
+    /// service is asked to send a heartbeat at least every half of it, so a live connection
+    /// never stays silent that long; a dead one (black-holed, half-open) is then closed and
+    /// replaced instead of being used forever.
+    pub idle_timeout: Duration,
 }
 
 impl ConnectionConfig {
@@ -175,7 +180,8 @@ impl AmqpConnection {
             .container_id(config.container_id.clone())
             .hostname(config.fully_qualified_namespace.as_str())
             .sasl_profile(SaslProfile::Anonymous)
-            .max_frame_size(65536u32);
+            .max_frame_size(65536u32)
+            .idle_time_out(u32::try_from(config.idle_timeout.as_millis()).unwrap_or(u32::MAX));
         let opened = match &config.tls {
             Some(tls) => {
                 let stream = tls
@@ -440,13 +446,14 @@ impl AmqpConnection {
         live.grants.values().map(|g| g.renew_at).min()
     }
 
-    /// Closes the connection; further operations fail with [`ErrorKind::Closed`].
-    pub(crate) async fn close(&self) {
+    /// Closes the connection; further operations fail with [`ErrorKind::Closed`]. Waits for
+    /// the service's answer until `deadline` at most.
+    pub(crate) async fn close(&self, deadline: tokio::time::Instant) {
         self.closed.store(true, Ordering::SeqCst);
         self.renewals_changed.notify_one();
         let mut guard = self.live.lock().await;
         if let Some(live) = guard.take() {
-            close_live(live).await;
+            close_live_until(live, deadline).await;
         }
     }
 }
@@ -506,7 +513,14 @@ fn publishing_grant(sender: &Sender) -> Option<PublishingGrant> {
     })
 }
 
+/// How long closing a connection waits for the service at most.
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
 async fn close_live(live: Live) {
+    close_live_until(live, tokio::time::Instant::now() + CLOSE_GRACE).await;
+}
+
+async fn close_live_until(live: Live, deadline: tokio::time::Instant) {
     let Live {
         mut connection,
         mut session,
@@ -523,7 +537,7 @@ async fn close_live(live: Live) {
         let _ = connection.close().await;
     };
     // A dead peer must not hold up whoever closes.
-    let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;
+    let _ = tokio::time::timeout_at(deadline, closing).await;
 }
 
 impl Drop for AmqpConnection {

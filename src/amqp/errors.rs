@@ -178,7 +178,14 @@ pub(crate) fn from_outcome(outcome: Outcome) -> Result<(), Failure> {
                     "the service rejected the delivery without a reason",
                 ),
             };
-            Err(Failure::new(error, Broken::Nothing))
+            // Refused for its size although within the size the link announced: the service
+            // lowered its limit, and a new link learns the new one.
+            let broken = if error.kind() == ErrorKind::MessageTooLarge {
+                Broken::Link
+            } else {
+                Broken::Nothing
+            };
+            Err(Failure::new(error, broken))
         }
         Outcome::Released(_) => Err(Failure::new(
             Error::new(
@@ -240,6 +247,20 @@ mod tests {
         let failure = from_outcome(Outcome::Rejected(rejected)).unwrap_err();
         assert_eq!(failure.error.kind(), ErrorKind::ServerBusy);
         assert_eq!(failure.broken, Broken::Nothing);
+        let too_large = fe2o3_amqp::types::messaging::Rejected {
+            error: Some(AmqpError::new(
+                ErrorCondition::LinkError(LinkError::MessageSizeExceeded),
+                None,
+                None,
+            )),
+        };
+        let failure = from_outcome(Outcome::Rejected(too_large)).unwrap_err();
+        assert_eq!(failure.error.kind(), ErrorKind::MessageTooLarge);
+        assert_eq!(
+            failure.broken,
+            Broken::Link,
+            "a new link learns the new limit"
+        );
     }
 
     #[test]

@@ -63,22 +63,87 @@ impl SendFailedContext {
 
     /// Enqueues the events again with the options they had: the same partition key, or,
     /// for events without key, the same partition. Returns the total buffered count.
-    pub async fn requeue(self) -> crate::Result<usize> {
-        let producer = self.producer.ok_or_else(|| {
-            Error::new(
-                crate::ErrorKind::Closed,
-                "the producer is gone; the events cannot be re-enqueued",
-            )
-        })?;
+    ///
+    /// When an event cannot be enqueued (the producer was closed or dropped meanwhile), the
+    /// events before it stay enqueued and it and the ones after it come back in the error,
+    /// so that none is lost.
+    pub async fn requeue(self) -> std::result::Result<usize, RequeueError> {
+        let partition_id = self.partition_id;
+        let mut events = self.events.into_iter();
+        let mut keys = self.partition_keys.into_iter();
+        let Some(producer) = self.producer else {
+            return Err(RequeueError {
+                error: Error::new(
+                    crate::ErrorKind::Closed,
+                    "the producer is gone; the events cannot be re-enqueued",
+                ),
+                events: events.collect(),
+                partition_keys: keys.collect(),
+            });
+        };
         let mut total = producer.total_buffered_event_count();
-        for (event, key) in self.events.into_iter().zip(self.partition_keys) {
-            let options = match key {
-                Some(key) => EnqueueOptions::default().with_partition_key(key),
-                None => EnqueueOptions::default().with_partition_id(self.partition_id.clone()),
+        while let Some(event) = events.next() {
+            let key = keys.next().flatten();
+            let options = match &key {
+                Some(key) => EnqueueOptions::default().with_partition_key(key.clone()),
+                None => EnqueueOptions::default().with_partition_id(partition_id.clone()),
             };
-            total = producer.enqueue_event(event, options).await?;
+            match producer.enqueue_event(event.clone(), options).await {
+                Ok(count) => total = count,
+                Err(error) => {
+                    return Err(RequeueError {
+                        error,
+                        events: std::iter::once(event).chain(events).collect(),
+                        partition_keys: std::iter::once(key).chain(keys).collect(),
+                    })
+                }
+            }
         }
         Ok(total)
+    }
+}
+
+/// Why [`SendFailedContext::requeue`] did not re-enqueue every event; the events it did not
+/// take come back with it, in order.
+#[derive(Debug)]
+pub struct RequeueError {
+    error: Error,
+    events: Vec<EventData>,
+    partition_keys: Vec<Option<String>>,
+}
+
+impl RequeueError {
+    /// Why the first of the returned events was not enqueued (for example
+    /// [`ErrorKind::Closed`](crate::ErrorKind::Closed)).
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// The partition key of each returned event (same order as the events).
+    pub fn partition_keys(&self) -> &[Option<String>] {
+        &self.partition_keys
+    }
+
+    /// The events that were not re-enqueued, in their order.
+    pub fn into_events(self) -> Vec<EventData> {
+        self.events
+    }
+}
+
+impl std::fmt::Display for RequeueError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} events were not re-enqueued: {}",
+            self.events.len(),
+            self.error
+        )
+    }
+}
+
+impl std::error::Error for RequeueError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
     }
 }
 
@@ -162,9 +227,20 @@ pub(crate) enum Report {
 pub(crate) struct Backlog {
     pending: AtomicUsize,
     drained: Notify,
+    /// When the handler call running now started; None between calls.
+    busy_since: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Backlog {
+    /// When the handler call running now started, if one is running.
+    pub(crate) fn busy_since(&self) -> Option<tokio::time::Instant> {
+        *self.busy_since.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_busy(&self, since: Option<tokio::time::Instant>) {
+        *self.busy_since.lock().unwrap_or_else(|p| p.into_inner()) = since;
+    }
+
     pub(crate) fn pending(&self) -> usize {
         self.pending.load(Ordering::SeqCst)
     }
@@ -211,9 +287,11 @@ pub(crate) async fn run_reporter(
                 handler.on_send_failed(context)
             }
         };
+        backlog.set_busy(Some(tokio::time::Instant::now()));
         let outcome = IN_HANDLER
             .scope((), AssertUnwindSafe(call).catch_unwind())
             .await;
+        backlog.set_busy(None);
         if let Err(panic) = outcome {
             let message = panic
                 .downcast_ref::<&str>()

@@ -19,6 +19,9 @@ pub const DEFAULT_MAX_CONCURRENT_SENDS_PER_PARTITION: usize = 1;
 /// Default for [`BufferedProducerOptions::partition_refresh_interval`].
 pub const DEFAULT_PARTITION_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Default for [`BufferedProducerOptions::handler_shutdown_timeout`].
+pub const DEFAULT_HANDLER_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How the buffered producer batches, bounds memory and sends.
 ///
 /// Every field has a documented default; [`BufferedProducerBuilder::build`](super::BufferedProducerBuilder::build)
@@ -66,6 +69,21 @@ pub struct BufferedProducerOptions {
     /// reported as a success after all. This takes up to one more retry-policy bound per
     /// failed batch. Requires `max_concurrent_sends_per_partition == 1`. Default: false.
     pub enable_idempotent_retries: bool,
+    /// How long [`close`](super::BufferedProducerClient::close) and
+    /// [`close_abandoning`](super::BufferedProducerClient::close_abandoning) wait for one
+    /// handler call that does not return, 1 ms to 1 hour. Default: 30 s.
+    ///
+    /// Close waits for every send (within the retry policy's bound) and for every handler
+    /// call. When a partition's handler call has been running this long (counted from when
+    /// close began, for a call that started earlier), close stops waiting for that partition:
+    /// its events not yet published are reported as [`Abandoned`](crate::ErrorKind::Abandoned)
+    /// (a batch cut off mid-send may have been published, and says so), the connection is
+    /// closed, and close returns an error of kind [`Timeout`](crate::ErrorKind::Timeout)
+    /// naming the partitions. Their reports stay queued, in order, behind the stuck call:
+    /// should it ever return, each of those events gets its one handler call then (the
+    /// partition's reporter task lives on for that); if it never returns, they never do.
+    /// Partitions whose handlers return are not affected.
+    pub handler_shutdown_timeout: Duration,
     /// Connection settings: retries, identifier, custom endpoint, trusted roots.
     pub client: ProducerClientOptions,
 }
@@ -80,6 +98,7 @@ impl Default for BufferedProducerOptions {
             max_concurrent_sends_per_partition: DEFAULT_MAX_CONCURRENT_SENDS_PER_PARTITION,
             partition_refresh_interval: DEFAULT_PARTITION_REFRESH_INTERVAL,
             enable_idempotent_retries: false,
+            handler_shutdown_timeout: DEFAULT_HANDLER_SHUTDOWN_TIMEOUT,
             client: ProducerClientOptions::default(),
         }
     }
@@ -129,6 +148,12 @@ impl BufferedProducerOptions {
     /// Sets [`enable_idempotent_retries`](Self::enable_idempotent_retries).
     pub fn with_idempotent_retries(mut self, enable: bool) -> Self {
         self.enable_idempotent_retries = enable;
+        self
+    }
+
+    /// Sets [`handler_shutdown_timeout`](Self::handler_shutdown_timeout).
+    pub fn with_handler_shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.handler_shutdown_timeout = timeout;
         self
     }
 
@@ -208,6 +233,17 @@ impl BufferedProducerOptions {
                 ),
             ));
         }
+        if self.handler_shutdown_timeout < Duration::from_millis(1)
+            || self.handler_shutdown_timeout > Duration::from_secs(3600)
+        {
+            return Err(out_of_range(
+                "handler_shutdown_timeout",
+                format!(
+                    "must be 1 ms to 1 hour, not {:?}",
+                    self.handler_shutdown_timeout
+                ),
+            ));
+        }
         self.client.retry.validate()
     }
 }
@@ -247,6 +283,7 @@ mod tests {
         assert_eq!(o.max_wait_time, Some(Duration::from_millis(250)));
         assert_eq!(o.max_buffered_events_per_partition, 2500);
         assert_eq!(o.max_concurrent_sends_per_partition, 1);
+        assert_eq!(o.handler_shutdown_timeout, Duration::from_secs(30));
     }
 
     #[test]
@@ -280,6 +317,15 @@ mod tests {
                 BufferedProducerOptions::default()
                     .with_retry_options(RetryOptions::default().with_max_retries(1000)),
                 "max_retries",
+            ),
+            (
+                BufferedProducerOptions::default().with_handler_shutdown_timeout(Duration::ZERO),
+                "handler_shutdown_timeout",
+            ),
+            (
+                BufferedProducerOptions::default()
+                    .with_handler_shutdown_timeout(Duration::from_secs(3601)),
+                "handler_shutdown_timeout",
             ),
         ];
         for (options, field) in cases {

@@ -26,6 +26,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::event::EventData;
 use crate::idempotence::PublishedSequenceNumbers;
 
+mod resplit;
+
 /// An event on its way to a partition.
 pub(crate) struct Queued {
     pub event: EventData,
@@ -56,6 +58,11 @@ pub(crate) struct PartitionShared {
     pub buffered: AtomicUsize,
     /// Whether the last send of this partition failed (automatic routing avoids it).
     pub failing: AtomicBool,
+    /// The reporter's state: reports waiting, and the handler call running now.
+    pub reporter: Arc<Backlog>,
+    /// Told when close stops waiting for this partition (its handler is stuck): the actor
+    /// then reports everything it still holds as abandoned and stops.
+    pub give_up: tokio::sync::Notify,
 }
 
 /// Settings and resources every actor of a producer shares.
@@ -78,15 +85,17 @@ pub(crate) fn spawn(
     max_buffered_events: usize,
     settings: Arc<ActorSettings>,
 ) -> (Arc<PartitionShared>, mpsc::UnboundedSender<Command>) {
+    let backlog = Arc::new(Backlog::default());
     let shared = Arc::new(PartitionShared {
         id,
         slots: Arc::new(Semaphore::new(max_buffered_events)),
         buffered: AtomicUsize::new(0),
         failing: AtomicBool::new(false),
+        reporter: backlog.clone(),
+        give_up: tokio::sync::Notify::new(),
     });
     let (commands_tx, commands) = mpsc::unbounded_channel();
     let (reports, reports_rx) = mpsc::unbounded_channel();
-    let backlog = Arc::new(Backlog::default());
     tokio::spawn(run_reporter(
         settings.handler.clone(),
         reports_rx,
@@ -136,6 +145,9 @@ struct InFlight {
     events: Vec<EventData>,
     keys: Vec<Option<String>>,
     reservation: Reservation,
+    /// Set when the batch is being sent again in pieces (the service lowered its size
+    /// limit): the outcome of each piece, in order.
+    pieces: Option<resplit::Pieces>,
 }
 
 type Sending = BoxFuture<'static, (u64, Result<Option<PublishedSequenceNumbers>>)>;
@@ -196,6 +208,7 @@ impl Actor {
             let wants_global = !self.ready.is_empty() && has_slot && !backlog_full;
             let global = self.settings.global_sends.clone();
             let backlog = self.backlog.clone();
+            let shared = self.shared.clone();
             tokio::select! {
                 biased;
                 Some((seq, result)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
@@ -208,6 +221,11 @@ impl Actor {
                 }
                 _ = backlog.wait_below(self.backlog_limit), if backlog_full && !self.ready.is_empty() => {}
                 _ = sleep_until_some(deadline), if deadline.is_some() => self.seal(),
+                // Close stopped waiting for this partition (its handler is stuck).
+                _ = shared.give_up.notified() => {
+                    self.abandon();
+                    break;
+                }
                 // Read even while sealed batches wait for a send slot: a close_abandoning must
                 // not wait behind a send that hangs (memory stays bounded by the slots).
                 command = self.commands.recv(), if !self.commands_done => match command {
@@ -429,6 +447,7 @@ impl Actor {
             events,
             keys: sealed.keys,
             reservation: sealed.reservation,
+            pieces: None,
         });
         let sender = self.settings.sender.clone();
         let partition = self.shared.id.clone();
@@ -465,11 +484,17 @@ impl Actor {
     }
 
     fn on_completed(&mut self, seq: u64, result: Result<Option<PublishedSequenceNumbers>>) {
+        if let Err(error) = &result {
+            if self.resend_in_pieces(seq, error) {
+                return;
+            }
+        }
         let Some(InFlight {
             seq: sent_seq,
             events,
             keys,
             reservation,
+            pieces,
         }) = self.in_flight_events.pop_front()
         else {
             return;
@@ -477,8 +502,9 @@ impl Actor {
         debug_assert_eq!(sent_seq, seq);
         self.release(events.len(), reservation);
         let partition_id = self.shared.id.clone();
-        match result {
-            Ok(published_sequence_numbers) => {
+        match (pieces, result) {
+            (Some(pieces), _) => self.report_pieces(events, keys, &pieces),
+            (None, Ok(published_sequence_numbers)) => {
                 self.shared.failing.store(false, Ordering::SeqCst);
                 self.report(Report::Succeeded(SendSucceededContext {
                     partition_id,
@@ -488,7 +514,7 @@ impl Actor {
                     producer: None,
                 }));
             }
-            Err(error) => {
+            (None, Err(error)) => {
                 self.shared.failing.store(true, Ordering::SeqCst);
                 tracing::error!(partition = %partition_id, events = events.len(), error = %error, "batch not published");
                 self.report(Report::Failed(SendFailedContext {

@@ -1,0 +1,209 @@
+//! Batches built for a size limit the service has since lowered: a batch refused as too large
+//! is sent again in pieces that fit the limit the partition's link announces now (the
+//! connection layer re-attaches a link the service refused a delivery on for its size), and
+//! only an event too large on its own for the new limit fails, alone, with
+//! [`ErrorKind::MessageTooLarge`]. A batch is split at most once; when the limit did not go
+//! down, the refusal is reported as it came.
+//!
+//! The pieces go out one after another inside the batch's own send, under its sequence
+//! number, so flush, close and the order of reports see one batch as before.
+
+use std::sync::{Arc, Mutex};
+
+use futures_util::FutureExt;
+
+use super::{Actor, BatchSender, Report, SendFailedContext, SendSucceededContext};
+use crate::amqp::message::data_section_size;
+use crate::batch::{message_too_large, BatchTarget, EventDataBatch};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::EventData;
+use crate::idempotence::PublishedSequenceNumbers;
+
+/// The outcome of one piece: how many events (in order) and whether they were published.
+pub(crate) struct Piece {
+    count: usize,
+    result: Result<Option<PublishedSequenceNumbers>>,
+}
+
+/// Where a batch sent in pieces leaves the outcome of each piece.
+pub(crate) type Pieces = Arc<Mutex<Vec<Piece>>>;
+
+/// The error again, for a piece that keeps it (errors are not `Clone`).
+fn copy_of(error: &Error) -> Error {
+    match error.condition() {
+        Some(condition) => Error::from_condition(condition, Some(error.message())),
+        None => Error::new(error.kind(), error.message()),
+    }
+}
+
+/// Sends `encoded` again as batches within the partition's current limit; leaves the outcome
+/// of each piece in `out`. `refusal` is why the whole batch was refused.
+async fn send_in_pieces(
+    sender: &dyn BatchSender,
+    partition: &str,
+    encoded: Vec<Vec<u8>>,
+    refusal: Error,
+    out: &Pieces,
+) {
+    let push = |count, result| {
+        out.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Piece { count, result })
+    };
+    let count = encoded.len();
+    let max = match sender.max_batch_size(partition).await {
+        Ok(max) => max,
+        Err(_) => return push(count, Err(refusal)),
+    };
+    let empty =
+        EventDataBatch::new(BatchTarget::Partition(partition.to_string()), max).size_in_bytes();
+    let sizes: Vec<usize> = encoded.iter().map(|e| data_section_size(e.len())).collect();
+    if empty + sizes.iter().sum::<usize>() <= max {
+        // The limit did not go down: splitting cannot help.
+        return push(count, Err(refusal));
+    }
+    tracing::warn!(
+        partition,
+        events = count,
+        max_size = max,
+        "the service refused a batch as too large; sending it again in pieces within its new limit"
+    );
+    let mut piece: Vec<Vec<u8>> = Vec::new();
+    let mut piece_size = empty;
+    let mut events = encoded.into_iter().zip(sizes);
+    loop {
+        let next = events.next();
+        let fits = next
+            .as_ref()
+            .is_some_and(|(_, size)| piece_size + size <= max);
+        if !fits && !piece.is_empty() {
+            let n = piece.len();
+            let result = sender.send(partition, std::mem::take(&mut piece)).await;
+            push(n, result);
+            piece_size = empty;
+        }
+        let Some((event, size)) = next else {
+            return;
+        };
+        if empty + size > max {
+            push(1, Err(message_too_large(size, max)));
+        } else {
+            piece_size += size;
+            piece.push(event);
+        }
+    }
+}
+
+impl Actor {
+    /// After the send of batch `seq` failed with `error`: when the service refused it as too
+    /// large, sends it again in pieces (once) and returns true; its outcome then comes with
+    /// the pieces. False leaves the failure to be reported as it is.
+    pub(super) fn resend_in_pieces(&mut self, seq: u64, error: &Error) -> bool {
+        if error.kind() != ErrorKind::MessageTooLarge {
+            return false;
+        }
+        let first_time = self
+            .in_flight_events
+            .front()
+            .is_some_and(|batch| batch.seq == seq && batch.pieces.is_none());
+        if !first_time {
+            return false;
+        }
+        let Some(mut batch) = self.in_flight_events.pop_front() else {
+            return false;
+        };
+        let encoded: Vec<Vec<u8>> = batch
+            .events
+            .iter()
+            .zip(&batch.keys)
+            .map(|(event, key)| self.encode(key, event))
+            .collect();
+        let pieces = Pieces::default();
+        batch.pieces = Some(pieces.clone());
+        self.in_flight_events.push_front(batch);
+        // New batches are built for the limit the service takes now; the one being built
+        // was made for the old limit, so it goes now (and is split too if need be).
+        self.max_size = None;
+        self.seal();
+        let sender = self.settings.sender.clone();
+        let global = self.settings.global_sends.clone();
+        let partition = self.shared.id.clone();
+        let refusal = copy_of(error);
+        self.in_flight.push_front(
+            async move {
+                let _permit = global.acquire_owned().await.ok();
+                send_in_pieces(&*sender, &partition, encoded, refusal, &pieces).await;
+                (seq, Ok(None))
+            }
+            .boxed(),
+        );
+        true
+    }
+
+    /// Reports a batch that was sent in pieces: one report per piece, in order.
+    pub(super) fn report_pieces(
+        &self,
+        mut events: Vec<EventData>,
+        mut keys: Vec<Option<String>>,
+        pieces: &Pieces,
+    ) {
+        let pieces = std::mem::take(&mut *pieces.lock().unwrap_or_else(|p| p.into_inner()));
+        for Piece { count, result } in pieces {
+            let count = count.min(events.len());
+            let rest_events = events.split_off(count);
+            let rest_keys = keys.split_off(count.min(keys.len()));
+            self.report_piece(
+                std::mem::replace(&mut events, rest_events),
+                std::mem::replace(&mut keys, rest_keys),
+                result,
+            );
+        }
+        if !events.is_empty() {
+            // Never lose an event, whatever the pieces said.
+            let error = Error::new(
+                ErrorKind::ServiceError,
+                "the batch was refused as too large and could not be sent again",
+            );
+            self.report_piece(events, keys, Err(error));
+        }
+    }
+
+    fn report_piece(
+        &self,
+        events: Vec<EventData>,
+        keys: Vec<Option<String>>,
+        result: Result<Option<PublishedSequenceNumbers>>,
+    ) {
+        if events.is_empty() {
+            return;
+        }
+        let partition_id = self.shared.id.clone();
+        match result {
+            Ok(published_sequence_numbers) => {
+                self.shared
+                    .failing
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
+                self.report(Report::Succeeded(SendSucceededContext {
+                    partition_id,
+                    events,
+                    partition_keys: keys,
+                    published_sequence_numbers,
+                    producer: None,
+                }));
+            }
+            Err(error) => {
+                self.shared
+                    .failing
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                tracing::error!(partition = %partition_id, events = events.len(), error = %error, "events not published");
+                self.report(Report::Failed(SendFailedContext {
+                    partition_id,
+                    events,
+                    partition_keys: keys,
+                    error: Arc::new(error),
+                    producer: None,
+                }));
+            }
+        }
+    }
+}
