@@ -535,7 +535,17 @@ impl ProducerClient {
             _ => None,
         };
         let payload = Payload::batch(key, encoded);
-        self.send_payload(&self.path_for(target), &payload).await
+        self.send_payload(&self.path_for(target), &payload)
+            .await
+            .map_err(|error| match error.kind() {
+                // The delivery may have reached the service before its outcome was lost.
+                ErrorKind::Timeout | ErrorKind::ConnectionLost | ErrorKind::LinkDetached
+                    if !error.message().contains("may or may not") =>
+                {
+                    error.with_context("; the batch may or may not have been published")
+                }
+                _ => error,
+            })
     }
 
     /// Sends events encoded for an idempotent producer (see [`encode_batch_event`]) to a
