@@ -26,9 +26,18 @@ pub(crate) fn now_unix() -> u64 {
         .unwrap_or_default()
 }
 
+/// Grants last at most this long: a token's expiry is the client's choice, and adding an
+/// unbounded one to the clock would overflow it (a panic). Tokio caps its own far-future
+/// timers at 30 years too.
+const MAX_GRANT: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
 /// The instant a token that expires at `unix_seconds` stops being valid.
 fn instant_of_unix(unix_seconds: u64) -> Instant {
-    Instant::now() + Duration::from_secs(unix_seconds.saturating_sub(now_unix()))
+    let now = Instant::now();
+    let lifetime = Duration::from_secs(unix_seconds.saturating_sub(now_unix())).min(MAX_GRANT);
+    // With the cap this cannot fail on any real clock; an already-expired grant is the safe
+    // answer if it ever did.
+    now.checked_add(lifetime).unwrap_or(now)
 }
 
 /// Answers one `$cbs` request.
@@ -95,7 +104,7 @@ fn authorize(ns: &Namespace, request: &Message<Body<Value>>) -> Result<(String, 
     check_audience(ns, &audience)?;
     let expires_at = match token_type.as_str() {
         SAS_TOKEN_TYPE => check_sas(ns, &token, &audience)?,
-        JWT_TOKEN_TYPE if ns.settings.accept_jwt => jwt_expiry(request),
+        JWT_TOKEN_TYPE if ns.settings.accept_jwt => jwt_expiry(request)?,
         JWT_TOKEN_TYPE => return Err(Refusal::unauthorized("JWT tokens are not accepted here")),
         other => {
             return Err(Refusal::unauthorized(format!(
@@ -132,7 +141,9 @@ pub(crate) fn check_sas(ns: &Namespace, token: &str, audience: &str) -> Result<I
     Ok(instant_of_unix(sas.expires_at_unix))
 }
 
-fn jwt_expiry(request: &Message<Body<Value>>) -> Instant {
+/// When a JWT stops being valid: its request's `expiration`, or an hour from now without one.
+/// An expiration that has passed is refused, as an expired SAS token is.
+fn jwt_expiry(request: &Message<Body<Value>>) -> Result<Instant, Refusal> {
     let expiration = request
         .application_properties
         .as_ref()
@@ -142,7 +153,110 @@ fn jwt_expiry(request: &Message<Body<Value>>) -> Instant {
             _ => None,
         });
     match expiration {
-        Some(ms) => instant_of_unix((ms.max(0) / 1000) as u64),
-        None => Instant::now() + DEFAULT_JWT_LIFETIME,
+        Some(ms) if ms.max(0) / 1000 <= now_unix() as i64 => {
+            Err(Refusal::unauthorized("the token's expiration has passed"))
+        }
+        Some(ms) => Ok(instant_of_unix((ms.max(0) / 1000) as u64)),
+        None => Ok(Instant::now() + DEFAULT_JWT_LIFETIME),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::namespace::Settings;
+    use crate::sas::{generate_sas_token, SasKey};
+    use fe2o3_amqp_types::messaging::{AmqpValue, ApplicationProperties};
+    use fe2o3_amqp_types::primitives::{SimpleValue, Timestamp};
+
+    fn key() -> SasKey {
+        SasKey {
+            name: "RootManageSharedAccessKey".into(),
+            key: "secret".into(),
+        }
+    }
+
+    fn namespace() -> Namespace {
+        let settings = Settings {
+            keys: vec![key()],
+            require_authorization: true,
+            accept_jwt: true,
+            consumer_groups: vec!["$Default".into()],
+        };
+        Namespace::new(settings, vec![("hub".into(), 2)], 1024)
+    }
+
+    fn put_token(
+        token_type: &str,
+        token: &str,
+        expiration_ms: Option<i64>,
+    ) -> Message<Body<Value>> {
+        let mut props = ApplicationProperties::builder()
+            .insert("operation", SimpleValue::String("put-token".into()))
+            .insert("name", SimpleValue::String("sb://ns.example/hub".into()))
+            .insert("type", SimpleValue::String(token_type.into()));
+        if let Some(ms) = expiration_ms {
+            props = props.insert(
+                "expiration",
+                SimpleValue::Timestamp(Timestamp::from_milliseconds(ms)),
+            );
+        }
+        Message {
+            header: None,
+            delivery_annotations: None,
+            message_annotations: None,
+            properties: None,
+            application_properties: Some(props.build()),
+            body: Body::Value(AmqpValue(Value::String(token.into()))),
+            footer: None,
+        }
+    }
+
+    fn status(reply: &Reply) -> Option<i32> {
+        match reply
+            .application_properties
+            .as_ref()?
+            .0
+            .get("status-code")?
+        {
+            SimpleValue::Int(code) => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// A validly signed token whose expiry is beyond what the clock can represent made
+    /// `Instant + Duration` overflow and panic (the `emulator_request` fuzz target signs its
+    /// tokens so that it reaches this).
+    #[test]
+    fn far_future_expiries_are_granted_without_overflow() {
+        let ns = namespace();
+        let conn = ConnectionState::default();
+        for expiry in [u64::MAX, u64::MAX / 2, i64::MAX as u64 + 1] {
+            let token = generate_sas_token("sb://ns.example/hub", &key(), expiry);
+            let request = put_token(SAS_TOKEN_TYPE, &token, None);
+            assert_eq!(status(&handle(&ns, &conn, &request)), Some(202), "{expiry}");
+            assert!(conn.authorized_until("hub").is_some());
+        }
+        let request = put_token(JWT_TOKEN_TYPE, "a.b.c", Some(i64::MAX));
+        assert_eq!(status(&handle(&ns, &conn, &request)), Some(202));
+    }
+
+    /// Found by the `emulator_request` fuzz target: a JWT put-token whose expiration had
+    /// passed was answered 202 although it authorized nothing.
+    #[test]
+    fn jwt_tokens_that_expired_are_refused() {
+        let ns = namespace();
+        let conn = ConnectionState::default();
+        let past_ms = (now_unix() as i64 - 60) * 1000;
+        for expiration in [past_ms, 0, i64::MIN] {
+            let request = put_token(JWT_TOKEN_TYPE, "a.b.c", Some(expiration));
+            let reply = handle(&ns, &conn, &request);
+            assert_eq!(status(&reply), Some(401), "{expiration}");
+        }
+        assert!(conn.authorized_until("hub").is_none());
+        let future_ms = (now_unix() as i64 + 600) * 1000;
+        let request = put_token(JWT_TOKEN_TYPE, "a.b.c", Some(future_ms));
+        assert_eq!(status(&handle(&ns, &conn, &request)), Some(202));
+        assert!(conn.authorized_until("hub").is_some());
     }
 }

@@ -103,7 +103,8 @@ pub(crate) async fn accept(
 
 type Checked = (Arc<Partition>, StartPosition, Option<i64>, Option<Instant>);
 
-fn check(
+/// Whether a consumer may attach, and where it starts reading.
+pub(crate) fn check(
     ctx: &LinkContext,
     attach: &Attach,
     address: &str,
@@ -172,7 +173,7 @@ fn wants_runtime_metric(attach: &Attach) -> bool {
 }
 
 /// Sequence number of the first event to deliver.
-fn start_index(partition: &Partition, start: &StartPosition) -> u64 {
+pub(crate) fn start_index(partition: &Partition, start: &StartPosition) -> u64 {
     match *start {
         StartPosition::Earliest => 0,
         StartPosition::Latest => partition.len() as u64,
@@ -331,4 +332,21 @@ impl ConsumerLink {
 
 fn annotate(annotations: &mut Annotations, key: &str, value: Value) {
     annotations.insert(OwnedKey::Symbol(Symbol::from(key)), value);
+}
+
+/// A stored event as a consumer link on `partition` would deliver it, for the fuzz targets.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn delivered_message(
+    ctx: &LinkContext,
+    partition: Arc<Partition>,
+    event: &StoredEvent,
+    metric: bool,
+) -> Option<Message<Body<Value>>> {
+    let link = ConsumerLink {
+        ctx: ctx.clone(),
+        address: String::new(),
+        partition,
+        metric,
+    };
+    link.delivered_message(event)
 }

@@ -33,6 +33,9 @@ mod emulator;
 mod error;
 mod faults;
 pub mod filter;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod idempotence;
 mod links;
 mod management;

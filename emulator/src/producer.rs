@@ -146,7 +146,8 @@ fn property<'a>(attach: &'a Attach, name: &str) -> Option<&'a Value> {
     attach.properties.as_ref()?.get(&Symbol::from(name))
 }
 
-fn idempotent_grant(
+/// The idempotent-producer state an attach is granted, if it asks for idempotence.
+pub(crate) fn idempotent_grant(
     ctx: &LinkContext,
     attach: &Attach,
     partition: Option<&Partition>,
@@ -450,4 +451,27 @@ fn event_sequence_number(raw: &[u8]) -> Result<i64, Rejection> {
             "An event of an idempotent producer has no producer-sequence-number annotation.",
         )),
     }
+}
+
+/// Checks and stores one decoded delivery as a producer link to `partition` (or, with none, to
+/// the hub) would, for the fuzz targets. Returns the rejection's condition and description.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn store_delivery(
+    ctx: &LinkContext,
+    hub: Arc<Hub>,
+    partition: Option<Arc<Partition>>,
+    grant: Option<ProducerGrant>,
+    message: Message<Body<Value>>,
+    is_batch: bool,
+) -> Result<(), (String, String)> {
+    let link = ProducerLink {
+        ctx: ctx.clone(),
+        address: String::new(),
+        hub,
+        partition,
+        grant,
+    };
+    link.store(message, is_batch)
+        .map(|_| ())
+        .map_err(|r| (r.condition, r.description))
 }

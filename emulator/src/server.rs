@@ -127,7 +127,8 @@ fn stream_clone(stream: &TcpStream) -> Option<socket2::Socket> {
     socket2::SockRef::from(stream).try_clone().ok()
 }
 
-async fn serve_connection<S>(
+/// Serves one AMQP connection (SASL, open, sessions) over `io` until it ends or `shutdown`.
+pub(crate) async fn serve_connection<S>(
     io: WireStream<S>,
     ns: Arc<Namespace>,
     cut: CutSwitch,
