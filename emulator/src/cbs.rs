@@ -182,6 +182,7 @@ mod tests {
             require_authorization: true,
             accept_jwt: true,
             consumer_groups: vec!["$Default".into()],
+            retention: None,
         };
         Namespace::new(settings, vec![("hub".into(), 2)], 1024)
     }
