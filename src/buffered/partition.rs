@@ -4,7 +4,7 @@
 //! and hands every outcome, in send order, to the partition's reporter.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,18 +19,20 @@ use super::capacity::{release, ByteBudget, Reservation};
 use super::handlers::{
     run_reporter, Backlog, BufferedProducerHandler, Report, SendFailedContext, SendSucceededContext,
 };
+use super::inbox::Inbox;
 use super::sender::BatchSender;
 use crate::amqp::message::{encode_event, AnnotationValue, PARTITION_KEY_ANNOTATION};
 use crate::batch::{BatchTarget, EventDataBatch};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::EventData;
 
-/// An event on its way to a partition.
+/// An event on its way to a partition. (No enqueue time: reading the clock for every event
+/// cost more than the rest of the enqueue's bookkeeping; the actor reads it once per burst it
+/// takes, see `Actor::received_at`.)
 pub(crate) struct Queued {
     pub event: EventData,
     pub key: Option<String>,
     pub reservation: Reservation,
-    pub enqueued_at: Instant,
 }
 
 /// What a partition's queue carries.
@@ -51,10 +53,10 @@ pub(crate) struct PartitionShared {
     pub id: String,
     /// Free event slots of this partition.
     pub slots: Arc<Semaphore>,
-    /// Events enqueued to this partition and not yet sent or failed.
-    pub buffered: AtomicUsize,
     /// Whether the last send of this partition failed (automatic routing avoids it).
     pub failing: AtomicBool,
+    /// Commands on their way to the actor; also counts the events buffered in this partition.
+    pub inbox: Inbox,
 }
 
 /// Settings and resources every actor of a producer shares.
@@ -67,6 +69,18 @@ pub(crate) struct ActorSettings {
     pub global_sends: Arc<Semaphore>,
     pub total_buffered: Arc<AtomicUsize>,
     pub budget: ByteBudget,
+    /// When the partition list is next read, in milliseconds since `epoch`; `u64::MAX` while a
+    /// read is running. Actors check it as they take enqueued events (see `Actor::take`).
+    pub next_refresh_ms: AtomicU64,
+    pub epoch: Instant,
+}
+
+impl ActorSettings {
+    /// Whether the partition list is due to be read again: one atomic load.
+    pub(crate) fn refresh_due(&self, now: Instant) -> bool {
+        let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
+        now_ms >= self.next_refresh_ms.load(Ordering::Relaxed)
+    }
 }
 
 /// Starts the actor and reporter of one partition; returns what the producer keeps of it.
@@ -74,14 +88,13 @@ pub(crate) fn spawn(
     id: String,
     max_buffered_events: usize,
     settings: Arc<ActorSettings>,
-) -> (Arc<PartitionShared>, mpsc::UnboundedSender<Command>) {
+) -> Arc<PartitionShared> {
     let shared = Arc::new(PartitionShared {
         id,
         slots: Arc::new(Semaphore::new(max_buffered_events)),
-        buffered: AtomicUsize::new(0),
         failing: AtomicBool::new(false),
+        inbox: Inbox::default(),
     });
-    let (commands_tx, commands) = mpsc::unbounded_channel();
     let (reports, reports_rx) = mpsc::unbounded_channel();
     let backlog = Arc::new(Backlog::default());
     tokio::spawn(run_reporter(
@@ -94,7 +107,8 @@ pub(crate) fn spawn(
     let actor = Actor {
         shared: shared.clone(),
         settings,
-        commands,
+        pending: VecDeque::new(),
+        received_at: Instant::now(),
         commands_done: false,
         reports,
         backlog,
@@ -110,7 +124,7 @@ pub(crate) fn spawn(
         close_waiters: Vec::new(),
     };
     tokio::spawn(actor.run());
-    (shared, commands_tx)
+    shared
 }
 
 struct Building {
@@ -140,8 +154,12 @@ type Sending = BoxFuture<'static, (u64, Result<()>)>;
 struct Actor {
     shared: Arc<PartitionShared>,
     settings: Arc<ActorSettings>,
-    commands: mpsc::UnboundedReceiver<Command>,
-    /// The queue is closed and empty: no more commands will come.
+    /// Commands taken from the inbox and not yet handled, in order.
+    pending: VecDeque<Command>,
+    /// When the commands in `pending` were taken: stands for the enqueue time of their events
+    /// (a batch's `max_wait_time` counts from its first event's). At most one burst late.
+    received_at: Instant,
+    /// The inbox is closed and empty: no more commands will come.
     commands_done: bool,
     reports: mpsc::UnboundedSender<Report>,
     backlog: Arc<Backlog>,
@@ -179,6 +197,9 @@ async fn sleep_until_some(deadline: Option<Instant>) {
 impl Actor {
     async fn run(mut self) {
         loop {
+            if self.handle_pending().await {
+                break;
+            }
             self.seal_if_nothing_more_can_come();
             self.dispatch_ready();
             if self.is_finished() {
@@ -193,6 +214,7 @@ impl Actor {
             let wants_global = !self.ready.is_empty() && has_slot && !backlog_full;
             let global = self.settings.global_sends.clone();
             let backlog = self.backlog.clone();
+            let shared = self.shared.clone();
             tokio::select! {
                 biased;
                 Some((seq, result)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
@@ -205,23 +227,41 @@ impl Actor {
                 }
                 _ = backlog.wait_below(self.backlog_limit), if backlog_full && !self.ready.is_empty() => {}
                 _ = sleep_until_some(deadline), if deadline.is_some() => self.seal(),
-                // Read even while sealed batches wait for a send slot: a close_abandoning must
-                // not wait behind a send that hangs (memory stays bounded by the slots).
-                command = self.commands.recv(), if !self.commands_done => match command {
-                    Some(command) => {
-                        if self.on_command(command).await || self.drain_burst().await {
-                            break;
-                        }
-                    }
-                    None => {
+                // Commands already taken are handled one per turn while a sealed batch waits
+                // for a send slot: a close_abandoning must not wait behind a send that hangs
+                // (memory stays bounded by the slots).
+                _ = std::future::ready(()), if !self.pending.is_empty() => {}
+                open = shared.inbox.recv(&mut self.pending), if self.pending.is_empty() && !self.commands_done => {
+                    if open {
+                        self.took_commands();
+                    } else {
                         self.commands_done = true;
                         self.seal();
                     }
-                },
+                }
             }
         }
         for done in self.close_waiters.drain(..) {
             let _ = self.reports.send(Report::Barrier(done));
+        }
+        // Nothing comes any more: what credit of the byte budget the partition holds, and the
+        // inbox's memory, go back.
+        self.settings
+            .budget
+            .give_back(self.shared.inbox.take_credit());
+        self.shared.inbox.shrink();
+    }
+
+    /// Commands were just taken from the inbox: notes the time, for the batches they start,
+    /// and reads the partition list again when that is due (taking enqueued events is what
+    /// keeps the list fresh; an idle producer does nothing).
+    fn took_commands(&mut self) {
+        let now = Instant::now();
+        self.received_at = now;
+        if self.settings.refresh_due(now) {
+            if let Some(producer) = self.settings.producer.upgrade() {
+                producer.refresh_if_due(now);
+            }
         }
     }
 
@@ -231,8 +271,9 @@ impl Actor {
     fn seal_if_nothing_more_can_come(&mut self) {
         if self.building.is_some()
             && self.ready.is_empty()
-            && self.commands.is_empty()
+            && self.pending.is_empty()
             && self.shared.slots.available_permits() == 0
+            && self.shared.inbox.is_empty()
         {
             self.seal();
         }
@@ -246,23 +287,21 @@ impl Actor {
             && self.in_flight.is_empty()
     }
 
-    /// Takes the commands already queued, up to a bound, without going back to `select!`:
-    /// under load this turns one wake-up per event into one per burst. Stops early when a
-    /// batch is sealed (it must be sent first) and after `MAX_BURST` commands, so completions
-    /// are not held up. True when the actor must stop at once (abandoned).
-    async fn drain_burst(&mut self) -> bool {
+    /// Handles the commands taken from the inbox, without going back to `select!` between
+    /// them: at least one, then until a batch is sealed (it must be sent first) or after
+    /// `MAX_BURST` commands, so completions are not held up. True when the actor must stop at
+    /// once (abandoned).
+    async fn handle_pending(&mut self) -> bool {
         const MAX_BURST: usize = 1024;
         for _ in 0..MAX_BURST {
+            let Some(command) = self.pending.pop_front() else {
+                break;
+            };
+            if self.on_command(command).await {
+                return true;
+            }
             if !self.ready.is_empty() {
                 break;
-            }
-            match self.commands.try_recv() {
-                Ok(command) => {
-                    if self.on_command(command).await {
-                        return true;
-                    }
-                }
-                Err(_) => break,
             }
         }
         false
@@ -279,7 +318,7 @@ impl Actor {
             } => {
                 self.close_waiters.push(done);
                 // Events already queued are still taken; new ones are refused.
-                self.commands.close();
+                self.shared.inbox.close();
             }
             Command::Close {
                 abandon: true,
@@ -327,8 +366,8 @@ impl Actor {
             event,
             key,
             reservation,
-            enqueued_at,
         } = queued;
+        let enqueued_at = self.received_at;
         let max_size = match self.max_size().await {
             Ok(size) => size,
             Err(e) => {
@@ -451,7 +490,7 @@ impl Actor {
     fn release(&self, count: usize, reservation: Reservation) {
         // Counts first: an enqueuer woken by the freed space must not be counted on top of
         // the events it replaces (the counts would briefly exceed the partition's limit).
-        self.shared.buffered.fetch_sub(count, Ordering::SeqCst);
+        self.shared.inbox.released(count);
         self.settings
             .total_buffered
             .fetch_sub(count, Ordering::SeqCst);
@@ -482,7 +521,10 @@ impl Actor {
         let partition_id = self.shared.id.clone();
         match result {
             Ok(()) => {
-                self.shared.failing.store(false, Ordering::SeqCst);
+                // Only on a change: enqueuers of every core read this line.
+                if self.shared.failing.load(Ordering::Relaxed) {
+                    self.shared.failing.store(false, Ordering::SeqCst);
+                }
                 self.report(Report::Succeeded(SendSucceededContext {
                     partition_id,
                     events,
@@ -535,11 +577,12 @@ impl Actor {
 
     /// Stops at once: everything not yet published is reported as abandoned.
     fn abandon(&mut self) {
-        self.commands.close();
+        self.shared.inbox.close();
+        self.shared.inbox.take_all(&mut self.pending);
         let mut queued_events = Vec::new();
         let mut queued_keys = Vec::new();
         let mut queued_space = Reservation::default();
-        while let Ok(command) = self.commands.try_recv() {
+        while let Some(command) = self.pending.pop_front() {
             match command {
                 Command::Event(queued) => {
                     queued_events.push(queued.event);
