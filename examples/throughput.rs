@@ -113,16 +113,14 @@ struct Measured {
 }
 
 /// What the process has used so far, from /proc (Linux only): CPU time (user and system, all
-/// threads) and, summed over the runtime's worker threads, time running and time waiting for a
-/// CPU. Unlike wall-clock time, CPU time hardly changes when other processes load the machine;
-/// the rest of a worker's time it was idle, which says how well a phase keeps both cores busy.
-#[derive(Clone, Copy)]
+/// threads) and, per thread, time running and time waiting for a CPU. Unlike wall-clock time,
+/// CPU time hardly changes when other processes load the machine; the rest of a runtime
+/// worker's time it was idle, which says how well a phase keeps the cores busy.
 struct Usage {
     at: Instant,
     cpu: Duration,
-    workers: u32,
-    worker_run: Duration,
-    worker_waiting: Duration,
+    /// Thread id, and nanoseconds running and waiting for a CPU.
+    threads: Vec<(u64, u64, u64)>,
 }
 
 fn usage() -> Option<Usage> {
@@ -133,29 +131,24 @@ fn usage() -> Option<Usage> {
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     // The kernel reports these in USER_HZ, 100 on every Linux platform Rust supports.
     let cpu = Duration::from_millis(ticks * 10);
-    let (mut workers, mut run, mut waiting) = (0, 0, 0);
+    let mut threads = Vec::new();
     for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if !name.starts_with("tokio-runtime-w") {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
             continue;
-        }
-        let schedstat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+        };
+        let Ok(schedstat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
         let mut values = schedstat.split_whitespace().map(|v| v.parse::<u64>().ok());
-        run += values.next()??;
-        waiting += values.next()??;
-        workers += 1;
+        if let (Some(Some(run)), Some(Some(waiting))) = (values.next(), values.next()) {
+            threads.push((tid, run, waiting));
+        }
     }
-    Some(Usage {
-        at,
-        cpu,
-        workers,
-        worker_run: Duration::from_nanos(run),
-        worker_waiting: Duration::from_nanos(waiting),
-    })
+    Some(Usage { at, cpu, threads })
 }
 
-/// What a phase used: CPU time per event and the share of the workers' time they were idle
-/// (neither running nor waiting for a CPU).
+/// What a phase used: CPU time per event and the share of the runtime workers' time they were
+/// idle (neither running nor waiting for a CPU).
 #[derive(Clone, Copy)]
 struct Used {
     cpu_ns_per_event: f64,
@@ -164,14 +157,25 @@ struct Used {
 
 fn used(start: Option<Usage>, events: u64) -> Option<Used> {
     let (start, end) = (start?, usage()?);
-    let wall = end.at - start.at;
+    let wall = (end.at - start.at).as_nanos() as f64;
     let cpu = end.cpu.checked_sub(start.cpu)?;
-    let busy = (end.worker_run + end.worker_waiting)
-        .checked_sub(start.worker_run + start.worker_waiting)?;
-    let available = wall.as_secs_f64() * f64::from(end.workers);
+    // The workers are the threads that ran or waited the most during the phase (the main
+    // thread and idle blocking-pool threads hardly do).
+    let mut busy: Vec<u64> = end
+        .threads
+        .iter()
+        .map(|&(tid, run, waiting)| {
+            let before = start.threads.iter().find(|t| t.0 == tid);
+            let (run0, waiting0) = before.map_or((0, 0), |t| (t.1, t.2));
+            (run + waiting).saturating_sub(run0 + waiting0)
+        })
+        .collect();
+    busy.sort_unstable_by(|a, b| b.cmp(a));
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    let busy: u64 = busy.iter().take(workers).sum();
     Some(Used {
         cpu_ns_per_event: cpu.as_nanos() as f64 / events as f64,
-        workers_idle: (1.0 - busy.as_secs_f64() / available).max(0.0),
+        workers_idle: (1.0 - busy as f64 / (wall * workers as f64)).max(0.0),
     })
 }
 
@@ -190,6 +194,16 @@ fn format_used(used: Option<Used>) -> String {
 
 fn format_mib(value: Option<f64>) -> String {
     value.map_or_else(|| "n/a".to_string(), |v| format!("{v:.0} MiB"))
+}
+
+/// The body of every event, in both phases. Static, so that making and dropping an event
+/// costs nothing: what is measured is what the clients do with events. A reference-counted body
+/// shared by all events would add one counter that every enqueuing task and every handler, on
+/// every core, writes per event: a cost no application has (each event has its own body), and
+/// one the pre-batched phase would pay only in part (its events are made before the clock
+/// starts) and on one core at a time (a batch's events are dropped together).
+fn event_body(size: usize) -> bytes::Bytes {
+    bytes::Bytes::from_static(Box::leak(vec![b'x'; size].into_boxed_slice()))
 }
 
 async fn buffered_phase(
@@ -223,7 +237,7 @@ async fn buffered_phase(
             .build()?;
     // Connect before the clock starts, as the pre-batched phase does.
     producer.partition_ids().await?;
-    let body = bytes::Bytes::from(vec![b'x'; args.size]);
+    let body = event_body(args.size);
     let tasks = 4u64;
     let start = Instant::now();
     let usage_start = usage();
@@ -259,7 +273,7 @@ async fn full_batches(
     producer: &ProducerClient,
     args: &Args,
 ) -> Result<Vec<EventDataBatch>, Box<dyn std::error::Error>> {
-    let body = bytes::Bytes::from(vec![b'x'; args.size]);
+    let body = event_body(args.size);
     let mut batches = Vec::new();
     let mut remaining = args.events;
     let mut partition = 0;
