@@ -1,18 +1,20 @@
 //! Buffer space: a count of events per partition and a byte budget shared by all partitions.
 //! Space is held from enqueue until the event's batch is sent (or failed), then given back.
+//! A partition's free slots live in its inbox (see `inbox.rs`), the budget's bytes in a
+//! semaphore with a per-partition credit in front of it (see [`ByteBudget`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{Semaphore, SemaphorePermit, TryAcquireError};
 
+use super::inbox::Inbox;
 use crate::event::{EventData, PropertyValue};
 
-/// Space held by one or more buffered events, as counts of permits taken out of the
-/// partition's slots and the byte budget. It holds no reference to either: whoever holds it
-/// gives it back with [`release`] (the actor, once the batch is sent or failed). Counting
-/// instead of holding owned permits keeps reference-count traffic on the shared semaphores
-/// off the enqueue path.
+/// Space held by one or more buffered events, as counts of the partition's slots and of the
+/// byte budget's permits. It holds no reference to either: whoever holds it gives it back
+/// with [`release`] (the actor, once the batch is sent or failed). Counting instead of
+/// holding owned permits keeps reference-count traffic off the enqueue path.
 #[derive(Debug, Default)]
 #[must_use = "space must be given back with release()"]
 pub(crate) struct Reservation {
@@ -27,20 +29,26 @@ impl Reservation {
         self.bytes += other.bytes;
     }
 
+    /// A slot of the partition is now held for the event too.
+    pub(crate) fn add_slot(&mut self) {
+        self.slots += 1;
+    }
+
     /// Bytes of the budget now held for the event too.
     pub(crate) fn add_bytes(&mut self, bytes: usize) {
         self.bytes += bytes;
     }
 }
 
-/// Gives the space of `reservation` back to the partition's slots and the byte budget.
-pub(crate) fn release(slots: &Semaphore, budget: &ByteBudget, reservation: Reservation) {
-    if reservation.slots > 0 {
-        slots.add_permits(reservation.slots);
+/// Gives the space of `reservation` back to the partition's slots and the byte budget; `count`
+/// events (those the reservation was for, 0 for events never queued) are no longer buffered.
+pub(crate) fn release(inbox: &Inbox, budget: &ByteBudget, count: usize, reservation: Reservation) {
+    // Counts and slots first: an enqueuer woken by the freed space must not be counted on top
+    // of the events it replaces (the counts would briefly exceed the partition's limit).
+    if count > 0 || reservation.slots > 0 {
+        inbox.release(count, reservation.slots);
     }
-    if reservation.bytes > 0 {
-        budget.semaphore.add_permits(reservation.bytes);
-    }
+    budget.give_back(reservation.bytes);
 }
 
 /// The byte budget, shared by every partition.
@@ -160,31 +168,32 @@ fn value_size(value: &PropertyValue) -> usize {
     }
 }
 
-/// Turns borrowed permits into counted space; from here on only [`release`] gives it back.
-fn counted(slot: SemaphorePermit<'_>, bytes: SemaphorePermit<'_>) -> Reservation {
-    let reservation = Reservation {
-        slots: slot.num_permits(),
-        bytes: bytes.num_permits(),
-    };
-    slot.forget();
-    bytes.forget();
-    reservation
+/// A slot taken while the enqueue may still be cancelled: given back unless kept.
+struct SlotGuard<'a> {
+    inbox: &'a Inbox,
+    reservation: Option<Reservation>,
 }
 
-/// Waits for space for one event of `size` bytes in the partition's slots and the byte
-/// budget. When the budget is short, marks itself as waiting and calls `sweep`, which must
-/// give every partition's credit back, before it waits. Cancel-safe: dropped before
-/// completion, the permits it got are dropped (given back).
-pub(crate) async fn acquire(
-    slots: &Semaphore,
-    budget: &ByteBudget,
-    size: usize,
-    sweep: &(dyn Fn() + Sync),
-) -> Option<Reservation> {
-    let slot = slots.acquire().await.ok()?;
-    let permits = budget.permits_for(size) as u32;
-    let bytes = match budget.semaphore.try_acquire_many(permits) {
-        Ok(bytes) => bytes,
+impl SlotGuard<'_> {
+    fn keep(mut self) -> Reservation {
+        self.reservation.take().unwrap_or_default()
+    }
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(reservation) = self.reservation.take() {
+            self.inbox.release(0, reservation.slots);
+        }
+    }
+}
+
+/// Takes `permits` bytes of the budget: now if it has room, else after marking the caller as
+/// waiting and calling `sweep` (which gives every partition's credit back) and waiting.
+/// Cancel-safe.
+async fn bytes(budget: &ByteBudget, permits: u32, sweep: &(dyn Fn() + Sync)) -> Option<usize> {
+    let permit = match budget.semaphore.try_acquire_many(permits) {
+        Ok(permit) => permit,
         Err(TryAcquireError::Closed) => return None,
         Err(TryAcquireError::NoPermits) => {
             let _waiting = budget.waiting();
@@ -192,56 +201,57 @@ pub(crate) async fn acquire(
             budget.semaphore.acquire_many(permits).await.ok()?
         }
     };
-    Some(counted(slot, bytes))
+    let taken = permit.num_permits();
+    permit.forget();
+    Some(taken)
 }
 
-/// A slot of the partition now, without bytes (the inbox takes those from its credit), or
-/// None when the partition is full.
-pub(crate) fn try_slot(slots: &Semaphore) -> Option<Reservation> {
-    let slot = slots.try_acquire().ok()?;
-    let reservation = Reservation {
-        slots: slot.num_permits(),
-        bytes: 0,
+/// Waits for space for one event of `size` bytes in the partition (`inbox`) and the byte
+/// budget. When the budget is short, marks itself as waiting and calls `sweep`, which must
+/// give every partition's credit back, before it waits. Cancel-safe: dropped before
+/// completion, it holds nothing.
+pub(crate) async fn acquire(
+    inbox: &Inbox,
+    budget: &ByteBudget,
+    size: usize,
+    sweep: &(dyn Fn() + Sync),
+) -> Option<Reservation> {
+    let slot = SlotGuard {
+        inbox,
+        reservation: Some(inbox.take_slot().await),
     };
-    slot.forget();
+    let taken = bytes(budget, budget.permits_for(size) as u32, sweep).await?;
+    let mut reservation = slot.keep();
+    reservation.add_bytes(taken);
     Some(reservation)
 }
 
-/// Space now, slot and bytes straight from the budget (not from credit), or None when the
+/// Space now, a slot and bytes straight from the budget (not from credit), or None when the
 /// partition or the budget is full.
-pub(crate) fn try_acquire(
-    slots: &Semaphore,
-    budget: &ByteBudget,
-    size: usize,
-) -> Option<Reservation> {
-    let slot = slots.try_acquire().ok()?;
-    let bytes = match budget
+pub(crate) fn try_acquire(inbox: &Inbox, budget: &ByteBudget, size: usize) -> Option<Reservation> {
+    let slot = SlotGuard {
+        inbox,
+        reservation: Some(inbox.try_take_slot()?),
+    };
+    let permit = budget
         .semaphore
         .try_acquire_many(budget.permits_for(size) as u32)
-    {
-        Ok(permit) => permit,
-        Err(TryAcquireError::NoPermits | TryAcquireError::Closed) => return None,
-    };
-    Some(counted(slot, bytes))
+        .ok()?;
+    let mut reservation = slot.keep();
+    reservation.add_bytes(permit.num_permits());
+    permit.forget();
+    Some(reservation)
 }
 
 /// Space for an event re-enqueued by a handler: whatever is free now, and no wait for the rest.
 /// The handler's batch has just given back at least as much, so the overdraft is bounded.
-pub(crate) fn acquire_for_handler(
-    slots: &Semaphore,
-    budget: &ByteBudget,
-    size: usize,
-) -> Reservation {
-    let mut reservation = Reservation::default();
-    if let Ok(slot) = slots.try_acquire() {
-        reservation.slots = slot.num_permits();
-        slot.forget();
-    }
+pub(crate) fn acquire_for_handler(inbox: &Inbox, budget: &ByteBudget, size: usize) -> Reservation {
+    let mut reservation = inbox.try_take_slot().unwrap_or_default();
     if let Ok(bytes) = budget
         .semaphore
         .try_acquire_many(budget.permits_for(size) as u32)
     {
-        reservation.bytes = bytes.num_permits();
+        reservation.add_bytes(bytes.num_permits());
         bytes.forget();
     }
     reservation
@@ -253,7 +263,7 @@ mod tests {
 
     #[tokio::test]
     async fn space_is_held_until_released() {
-        let events = Arc::new(Semaphore::new(2));
+        let events = Inbox::new(2);
         let budget = ByteBudget::new(1000);
         let mut a = try_acquire(&events, &budget, 400).expect("room");
         let b = try_acquire(&events, &budget, 400).expect("room");
@@ -263,54 +273,65 @@ mod tests {
         );
         a.merge(b);
         assert_eq!(budget.semaphore.available_permits(), 200);
-        release(&events, &budget, a);
-        assert_eq!(events.available_permits(), 2);
+        release(&events, &budget, 0, a);
+        assert!(events.try_take_slot().is_some() && events.try_take_slot().is_some());
         assert_eq!(budget.semaphore.available_permits(), 1000);
     }
 
     #[tokio::test]
     async fn a_huge_event_takes_the_whole_budget_but_still_passes() {
-        let events = Arc::new(Semaphore::new(10));
+        let events = Inbox::new(10);
         let budget = ByteBudget::new(1000);
         let r = acquire(&events, &budget, 5000, &|| {})
             .await
             .expect("passes alone");
         assert_eq!(budget.semaphore.available_permits(), 0);
-        release(&events, &budget, r);
+        release(&events, &budget, 0, r);
         assert_eq!(budget.semaphore.available_permits(), 1000);
     }
 
     #[tokio::test]
     async fn a_cancelled_acquire_holds_nothing() {
-        let events = Arc::new(Semaphore::new(1));
+        let events = Inbox::new(2);
         let budget = ByteBudget::new(1000);
-        let held = try_acquire(&events, &budget, 10).expect("room");
+        let held = try_acquire(&events, &budget, 995).expect("room");
+        // Gets a slot, then waits for bytes; cancelled there, it must give the slot back.
         let waiting = tokio::time::timeout(
             std::time::Duration::from_millis(10),
             acquire(&events, &budget, 10, &|| {}),
         )
         .await;
         assert!(waiting.is_err());
-        // The cancelled acquire gave back what it had; only the held space is out.
-        assert_eq!(budget.semaphore.available_permits(), 990);
-        release(&events, &budget, held);
-        assert_eq!(events.available_permits(), 1);
+        assert_eq!(budget.semaphore.available_permits(), 5);
+        assert!(
+            events.may_have_room(),
+            "the waiting acquire's slot came back"
+        );
+        release(&events, &budget, 0, held);
         assert_eq!(budget.semaphore.available_permits(), 1000);
     }
 
     #[test]
     fn handler_overdraft_never_waits() {
-        let events = Arc::new(Semaphore::new(0));
+        let events = Inbox::new(0);
         let budget = ByteBudget::new(65536);
         let r = acquire_for_handler(&events, &budget, 10);
         assert_eq!(r.slots, 0);
         assert_eq!(r.bytes, 10);
-        release(&events, &budget, r);
-        assert_eq!(
-            events.available_permits(),
-            0,
-            "nothing taken, nothing given back"
-        );
+        release(&events, &budget, 0, r);
+        assert!(!events.may_have_room(), "nothing taken, nothing given back");
+    }
+
+    #[test]
+    fn credit_is_taken_ahead_unless_someone_waits() {
+        let budget = ByteBudget::new(64 * 64 * 1024);
+        let mut credit = 0;
+        assert!(budget.refill(&mut credit, 100));
+        assert_eq!(credit, 100 + 64 * 1024, "a chunk ahead");
+        let _waiting = budget.waiting();
+        let mut other = 0;
+        assert!(budget.refill(&mut other, 100));
+        assert_eq!(other, 100, "exactly what is needed while someone waits");
     }
 
     #[test]

@@ -1,52 +1,78 @@
-//! The queue from enqueuers to a partition's actor: a deque behind a mutex, which the actor
-//! takes whole.
+//! The queue from enqueuers to a partition's actor, and the partition's share of the buffer:
+//! a deque behind a mutex, which the actor takes whole, with the partition's free event slots,
+//! its count of buffered events and its byte credit under the same lock.
 //!
-//! Why not a tokio channel: a send there costs four atomic read-modify-writes per event
-//! (message count, tail position, ready bit, waker), on cache lines the actor's core writes
-//! too, and each such operation costs some 15 to 35 ns on the machines this was measured on.
-//! Here an enqueue takes the lock once (two atomic operations when nobody else holds it),
-//! the actor swaps out everything queued in one go, and it is woken only when it had found
-//! the queue empty: once per burst, not once per event. The lock is held only to push or to
-//! swap, never across an await.
-//!
-//! The inbox also keeps, under the same lock and so at no extra cost per event, the
-//! partition's count of buffered events and its share of the byte budget taken ahead of need
-//! (see [`ByteBudget::refill`]).
+//! Why not a tokio channel and a semaphore: a channel send costs four atomic read-modify-
+//! writes per event (message count, tail position, ready bit, waker) and a semaphore acquire
+//! one more, on cache lines the actor's core and the other enqueuers' cores write too; each
+//! such operation cost 15 to 35 ns on the 2-core machine this was measured on, more than all
+//! the rest of an enqueue. Here an enqueue with room takes one lock (two atomic operations)
+//! and finds everything it needs on that one cache line: a slot, bytes (see
+//! [`ByteBudget::refill`]) and the queue. The actor swaps out everything queued in one go,
+//! and is woken only when it had found the queue empty: once per burst, not once per event.
+//! The lock is held only to push, swap or count, never across an await.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Notify;
 
-use super::capacity::ByteBudget;
+use super::capacity::{ByteBudget, Reservation};
 use super::partition::{Command, Queued};
 
-/// Why an event was not queued; the event comes back with it.
+/// Why an event was not queued; the event comes back with it, holding what it held before.
 pub(crate) enum Refused {
     /// The partition takes no more commands (closing, or the producer is gone).
     Closed(Queued),
+    /// The partition has no free slot.
+    NoSlot(Queued),
     /// The byte budget has no room for the event right now.
     NoBytes(Queued),
 }
 
-#[derive(Default)]
+impl Refused {
+    /// The event and what it still holds.
+    pub(crate) fn into_queued(self) -> Queued {
+        match self {
+            Self::Closed(queued) | Self::NoSlot(queued) | Self::NoBytes(queued) => queued,
+        }
+    }
+}
+
+/// What a queued event still needs to take: a slot of the partition, bytes of the budget.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Needs {
+    pub slot: bool,
+    pub bytes: usize,
+}
+
 struct State {
     commands: VecDeque<Command>,
     /// The actor found the queue empty and waits: the next push wakes it.
     actor_waiting: bool,
     /// No more commands are taken; those queued are still handed to the actor.
     closed: bool,
-    /// Events queued to this partition and not yet released by the actor (sent or failed).
+    /// Events queued and not yet released by the actor (sent or failed).
     buffered: usize,
+    /// Event slots free: the partition's limit minus the slots that queued, batched and
+    /// in-flight events hold.
+    free_slots: usize,
     /// Bytes of the shared budget this partition took ahead of need (see `ByteBudget`).
     credit: usize,
 }
 
-/// A partition's queue of commands, written by enqueuers and read by the actor.
-#[derive(Default)]
+/// A partition's queue of commands and its share of the buffer, written by enqueuers and by
+/// the actor.
 pub(crate) struct Inbox {
     state: Mutex<State>,
+    /// `State::free_slots`, readable without the lock: automatic routing skips full partitions
+    /// by reading this, rather than by taking their locks.
+    free_slots: AtomicUsize,
+    /// Wakes the actor when it waits for commands.
     wake: Notify,
+    /// Wakes enqueuers waiting for a slot when slots are given back.
+    room: Notify,
 }
 
 impl std::fmt::Debug for Inbox {
@@ -55,36 +81,63 @@ impl std::fmt::Debug for Inbox {
         f.debug_struct("Inbox")
             .field("queued", &state.commands.len())
             .field("buffered", &state.buffered)
+            .field("free_slots", &state.free_slots)
             .field("closed", &state.closed)
             .finish()
     }
 }
 
 impl Inbox {
+    /// An inbox for a partition that buffers at most `slots` events.
+    pub(crate) fn new(slots: usize) -> Self {
+        Self {
+            state: Mutex::new(State {
+                commands: VecDeque::new(),
+                actor_waiting: false,
+                closed: false,
+                buffered: 0,
+                free_slots: slots,
+                credit: 0,
+            }),
+            free_slots: AtomicUsize::new(slots),
+            wake: Notify::new(),
+            room: Notify::new(),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Nothing panics while the lock is held; if something did, the state is still whole.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues an event. `bytes` is what it still needs from the byte budget (0 when its
-    /// reservation already holds them): taken from this partition's credit, refilled from the
-    /// budget when short. Counts the event as buffered.
+    /// Queues an event, first taking what it `needs`: a slot (refused when none is free) and
+    /// bytes, from this partition's credit, refilled from the budget when short (refused when
+    /// the budget has no room). Counts the event as buffered. A refused event holds what it
+    /// held before.
     pub(crate) fn push_event(
         &self,
         mut queued: Queued,
-        bytes: usize,
+        needs: Needs,
         budget: &ByteBudget,
     ) -> Result<(), Refused> {
         let mut state = self.lock();
         if state.closed {
             return Err(Refused::Closed(queued));
         }
-        if bytes > 0 {
-            if state.credit < bytes && !budget.refill(&mut state.credit, bytes) {
+        if needs.slot && state.free_slots == 0 {
+            return Err(Refused::NoSlot(queued));
+        }
+        if needs.bytes > 0 {
+            if state.credit < needs.bytes && !budget.refill(&mut state.credit, needs.bytes) {
                 return Err(Refused::NoBytes(queued));
             }
-            state.credit -= bytes;
-            queued.reservation.add_bytes(bytes);
+            state.credit -= needs.bytes;
+            queued.reservation.add_bytes(needs.bytes);
+        }
+        if needs.slot {
+            state.free_slots -= 1;
+            self.free_slots.store(state.free_slots, Ordering::Relaxed);
+            queued.reservation.add_slot();
         }
         state.buffered += 1;
         state.commands.push_back(Command::Event(queued));
@@ -139,9 +192,10 @@ impl Inbox {
         into.append(&mut self.lock().commands);
     }
 
-    /// Whether no command is queued.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.lock().commands.is_empty()
+    /// Whether nothing is queued and every slot is taken: only a send can make room.
+    pub(crate) fn is_full_and_empty(&self) -> bool {
+        let state = self.lock();
+        state.commands.is_empty() && state.free_slots == 0
     }
 
     /// Takes no more commands; those queued are still handed out. Wakes a waiting actor so
@@ -152,15 +206,59 @@ impl Inbox {
         self.wake_actor(state);
     }
 
+    /// Whether a slot looked free a moment ago (no lock: a hint for routing).
+    pub(crate) fn may_have_room(&self) -> bool {
+        self.free_slots.load(Ordering::Relaxed) > 0
+    }
+
+    /// Takes a free slot now, if there is one.
+    pub(crate) fn try_take_slot(&self) -> Option<Reservation> {
+        let mut state = self.lock();
+        if state.free_slots == 0 {
+            return None;
+        }
+        state.free_slots -= 1;
+        self.free_slots.store(state.free_slots, Ordering::Relaxed);
+        let mut reservation = Reservation::default();
+        reservation.add_slot();
+        Some(reservation)
+    }
+
+    /// Waits for a free slot and takes it. Cancel-safe: nothing is taken until it returns.
+    /// Not first come, first served: an enqueue that finds a slot free takes it even while
+    /// others wait; waiting enqueuers all retry whenever slots are given back (a whole batch's
+    /// at a time).
+    pub(crate) async fn take_slot(&self) -> Reservation {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            // Registered before looking, so that slots given back after the look wake it.
+            room.as_mut().enable();
+            if let Some(reservation) = self.try_take_slot() {
+                return reservation;
+            }
+            room.await;
+        }
+    }
+
     /// Events queued and not yet released.
     pub(crate) fn buffered(&self) -> usize {
         self.lock().buffered
     }
 
-    /// `count` events were sent or failed: they are no longer buffered.
-    pub(crate) fn released(&self, count: usize) {
-        let mut state = self.lock();
-        state.buffered = state.buffered.saturating_sub(count);
+    /// `count` events are no longer buffered (sent or failed, 0 for events never queued) and
+    /// `slots` slots are free again. Both change together, under the lock: an enqueuer that
+    /// takes a freed slot is never counted on top of the event it replaces.
+    pub(crate) fn release(&self, count: usize, slots: usize) {
+        {
+            let mut state = self.lock();
+            state.buffered = state.buffered.saturating_sub(count);
+            state.free_slots += slots;
+            self.free_slots.store(state.free_slots, Ordering::Relaxed);
+        }
+        if slots > 0 {
+            self.room.notify_waiters();
+        }
     }
 
     /// Takes this partition's unused byte credit (to give it back to the budget).
@@ -170,7 +268,6 @@ impl Inbox {
 
     /// Frees the queue's memory once the actor has stopped.
     pub(crate) fn shrink(&self) {
-        let mut state = self.lock();
-        state.commands = VecDeque::new();
+        self.lock().commands = VecDeque::new();
     }
 }

@@ -34,11 +34,10 @@ use tokio::sync::{oneshot, OnceCell, Semaphore};
 use tokio::time::Instant;
 
 use self::capacity::{
-    acquire, acquire_for_handler, estimated_size, release, try_acquire, try_slot, ByteBudget,
-    Reservation,
+    acquire, acquire_for_handler, estimated_size, release, try_acquire, ByteBudget, Reservation,
 };
 use self::handlers::{boxed_failed, boxed_succeeded, in_handler, ClosureHandler};
-use self::inbox::Refused;
+use self::inbox::{Needs, Refused};
 use self::partition::{ActorSettings, Command, PartitionShared, Queued};
 use self::router::{index_for_key, RoundRobin};
 use self::sender::BatchSender;
@@ -656,11 +655,11 @@ impl BufferedProducerClient {
         size: usize,
         in_handler: bool,
     ) -> Result<Reservation> {
-        let slots = &partition.shared.slots;
+        let inbox = &partition.shared.inbox;
         if in_handler {
-            return Ok(acquire_for_handler(slots, &self.core.budget, size));
+            return Ok(acquire_for_handler(inbox, &self.core.budget, size));
         }
-        acquire(slots, &self.core.budget, size, &|| self.sweep_credits())
+        acquire(inbox, &self.core.budget, size, &|| self.sweep_credits())
             .await
             .ok_or_else(Self::closed_error)
     }
@@ -690,7 +689,7 @@ impl BufferedProducerClient {
                 .find(|&i| !set.partitions[i].shared.failing.load(Ordering::SeqCst))
                 .unwrap_or(first);
             let partition = set.partitions[index].clone();
-            let reservation = acquire_for_handler(&partition.shared.slots, &self.core.budget, size);
+            let reservation = acquire_for_handler(&partition.shared.inbox, &self.core.budget, size);
             return Ok((partition, reservation));
         }
         if let Some(found) = self.try_reserve_automatic(set, size) {
@@ -702,7 +701,7 @@ impl BufferedProducerClient {
             let budget = self.core.budget.clone();
             let sweep = &sweep;
             async move {
-                let reservation = acquire(&partition.shared.slots, &budget, size, sweep).await;
+                let reservation = acquire(&partition.shared.inbox, &budget, size, sweep).await;
                 (partition, reservation)
             }
             .boxed()
@@ -711,17 +710,16 @@ impl BufferedProducerClient {
         Ok((partition, reservation.ok_or_else(Self::closed_error)?))
     }
 
-    /// Counts an event as buffered and queues it to the partition's actor; no await, so nothing
-    /// is half-enqueued. `bytes`: what the event still needs from the byte budget (taken from
-    /// the partition's credit), 0 when `reservation` holds them. On refusal, the reservation is
-    /// given back and the event comes back.
+    /// Counts an event as buffered and queues it to the partition's actor, taking what it
+    /// `needs` (see `Inbox::push_event`); no await, so nothing is half-enqueued. On refusal, what
+    /// `reservation` held is given back and the event comes back.
     fn push(
         &self,
         partition: &PartitionHandle,
         event: EventData,
         key: Option<String>,
         reservation: Reservation,
-        bytes: usize,
+        needs: Needs,
     ) -> std::result::Result<usize, Refused> {
         let settings = &self.core.settings;
         // Counted before it is queued: the actor may send and release it at once.
@@ -734,14 +732,15 @@ impl BufferedProducerClient {
         match partition
             .shared
             .inbox
-            .push_event(queued, bytes, &settings.budget)
+            .push_event(queued, needs, &settings.budget)
         {
             Ok(()) => Ok(total),
             Err(mut refused) => {
                 settings.total_buffered.fetch_sub(1, Ordering::SeqCst);
-                let (Refused::Closed(queued) | Refused::NoBytes(queued)) = &mut refused;
+                let (Refused::Closed(queued) | Refused::NoSlot(queued) | Refused::NoBytes(queued)) =
+                    &mut refused;
                 let reservation = std::mem::take(&mut queued.reservation);
-                release(&partition.shared.slots, &settings.budget, reservation);
+                release(&partition.shared.inbox, &settings.budget, 0, reservation);
                 Err(refused)
             }
         }
@@ -755,12 +754,16 @@ impl BufferedProducerClient {
         key: Option<String>,
         reservation: Reservation,
     ) -> Result<usize> {
-        self.push(partition, event, key, reservation, 0)
+        let needs = Needs {
+            slot: false,
+            bytes: 0,
+        };
+        self.push(partition, event, key, reservation, needs)
             .map_err(|_| Self::closed_error())
     }
 
-    /// Enqueues into `partition` if it has room now, its bytes taken from the partition's
-    /// credit. Otherwise the event comes back with what was short.
+    /// Enqueues into `partition` if it has room now, a slot and bytes (from the partition's
+    /// credit) taken under its inbox lock. Otherwise the event comes back with what was short.
     fn try_push(
         &self,
         partition: &PartitionHandle,
@@ -768,13 +771,14 @@ impl BufferedProducerClient {
         key: Option<String>,
         size: usize,
     ) -> std::result::Result<Placed, (EventData, Option<String>, Short)> {
-        let Some(slot) = try_slot(&partition.shared.slots) else {
-            return Err((event, key, Short::Slots));
+        let needs = Needs {
+            slot: true,
+            bytes: self.core.budget.permits_for(size),
         };
-        let bytes = self.core.budget.permits_for(size);
-        match self.push(partition, event, key, slot, bytes) {
+        match self.push(partition, event, key, Reservation::default(), needs) {
             Ok(total) => Ok(Placed::Done(total)),
             Err(Refused::Closed(queued)) => Ok(Placed::Failed(queued.event, Self::closed_error())),
+            Err(Refused::NoSlot(queued)) => Err((queued.event, queued.key, Short::Slots)),
             Err(Refused::NoBytes(queued)) => Err((queued.event, queued.key, Short::Bytes)),
         }
     }
@@ -817,7 +821,9 @@ impl BufferedProducerClient {
             for want_failing in [false, true] {
                 for i in (0..count).map(|i| (first + i) % count) {
                     let partition = &set.partitions[i];
-                    if partition.shared.failing.load(Ordering::Relaxed) != want_failing {
+                    if partition.shared.failing.load(Ordering::Relaxed) != want_failing
+                        || !partition.shared.inbox.may_have_room()
+                    {
                         continue;
                     }
                     match self.try_push(partition, event, None, size) {
@@ -883,7 +889,7 @@ impl BufferedProducerClient {
                     continue;
                 }
                 if let Some(reservation) =
-                    try_acquire(&partition.shared.slots, &self.core.budget, size)
+                    try_acquire(&partition.shared.inbox, &self.core.budget, size)
                 {
                     return Some((partition.clone(), reservation));
                 }
@@ -934,7 +940,7 @@ impl BufferedProducerClient {
         self.sweep_credits();
         let found = match placement {
             Placement::Wait(partition, key) => {
-                try_acquire(&partition.shared.slots, &self.core.budget, size)
+                try_acquire(&partition.shared.inbox, &self.core.budget, size)
                     .map(|reservation| (partition, key, reservation))
             }
             Placement::WaitAny => self
@@ -944,11 +950,16 @@ impl BufferedProducerClient {
         let Some((partition, key, reservation)) = found else {
             return Err(refused(event, None));
         };
-        match self.push(&partition, event, key, reservation, 0) {
+        let needs = Needs {
+            slot: false,
+            bytes: 0,
+        };
+        match self.push(&partition, event, key, reservation, needs) {
             Ok(total) => Ok(total),
-            Err(Refused::Closed(queued) | Refused::NoBytes(queued)) => {
-                Err(refused(queued.event, Some(Self::closed_error())))
-            }
+            Err(refusal) => Err(refused(
+                refusal.into_queued().event,
+                Some(Self::closed_error()),
+            )),
         }
     }
 

@@ -51,11 +51,10 @@ pub(crate) enum Command {
 #[derive(Debug)]
 pub(crate) struct PartitionShared {
     pub id: String,
-    /// Free event slots of this partition.
-    pub slots: Arc<Semaphore>,
     /// Whether the last send of this partition failed (automatic routing avoids it).
     pub failing: AtomicBool,
-    /// Commands on their way to the actor; also counts the events buffered in this partition.
+    /// Commands on their way to the actor; also the partition's free slots, its count of
+    /// buffered events and its byte credit.
     pub inbox: Inbox,
 }
 
@@ -91,9 +90,8 @@ pub(crate) fn spawn(
 ) -> Arc<PartitionShared> {
     let shared = Arc::new(PartitionShared {
         id,
-        slots: Arc::new(Semaphore::new(max_buffered_events)),
         failing: AtomicBool::new(false),
-        inbox: Inbox::default(),
+        inbox: Inbox::new(max_buffered_events),
     });
     let (reports, reports_rx) = mpsc::unbounded_channel();
     let backlog = Arc::new(Backlog::default());
@@ -272,8 +270,8 @@ impl Actor {
         if self.building.is_some()
             && self.ready.is_empty()
             && self.pending.is_empty()
-            && self.shared.slots.available_permits() == 0
-            && self.shared.inbox.is_empty()
+            && !self.shared.inbox.may_have_room()
+            && self.shared.inbox.is_full_and_empty()
         {
             self.seal();
         }
@@ -490,11 +488,15 @@ impl Actor {
     fn release(&self, count: usize, reservation: Reservation) {
         // Counts first: an enqueuer woken by the freed space must not be counted on top of
         // the events it replaces (the counts would briefly exceed the partition's limit).
-        self.shared.inbox.released(count);
         self.settings
             .total_buffered
             .fetch_sub(count, Ordering::SeqCst);
-        release(&self.shared.slots, &self.settings.budget, reservation);
+        release(
+            &self.shared.inbox,
+            &self.settings.budget,
+            count,
+            reservation,
+        );
     }
 
     fn report(&self, report: Report) {
