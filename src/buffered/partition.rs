@@ -113,6 +113,7 @@ pub(crate) fn spawn(
         backlog_limit,
         max_size: None,
         building: None,
+        last_batch_len: 0,
         ready: VecDeque::new(),
         in_flight: FuturesOrdered::new(),
         in_flight_events: VecDeque::new(),
@@ -165,6 +166,8 @@ struct Actor {
     /// The partition link's max-message-size, learned on the first event.
     max_size: Option<usize>,
     building: Option<Building>,
+    /// Events in the batch sealed last: the next one is sized for as many.
+    last_batch_len: usize,
     ready: VecDeque<Sealed>,
     in_flight: FuturesOrdered<Sending>,
     /// Events of the batches in flight, in send order.
@@ -351,9 +354,14 @@ impl Actor {
     }
 
     fn new_building(&self, max_size: usize, oldest: Instant) -> Building {
+        let mut batch =
+            EventDataBatch::new(BatchTarget::Partition(self.shared.id.clone()), max_size);
+        // Sized like the last batch: growing its vectors event by event copied them over and
+        // over (and, past glibc's mmap threshold, faulted in fresh pages each time).
+        batch.reserve(self.last_batch_len);
         Building {
-            batch: EventDataBatch::new(BatchTarget::Partition(self.shared.id.clone()), max_size),
-            keys: Vec::new(),
+            batch,
+            keys: Vec::with_capacity(self.last_batch_len),
             reservation: Reservation::default(),
             oldest,
         }
@@ -423,6 +431,7 @@ impl Actor {
     /// Seals the batch being built, if any, for sending.
     fn seal(&mut self) {
         if let Some(building) = self.building.take() {
+            self.last_batch_len = building.batch.len();
             let seq = self.next_seq;
             self.next_seq += 1;
             self.ready.push_back(Sealed {
