@@ -40,6 +40,47 @@ impl Reservation {
     }
 }
 
+/// The space one queued event holds, packed: with it, an event waiting in a partition's inbox
+/// takes one cache line (see `Queued`).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct EventSpace {
+    bytes: u32,
+    slot: bool,
+}
+
+impl EventSpace {
+    /// A slot of the partition is now held for the event.
+    pub(crate) fn add_slot(&mut self) {
+        self.slot = true;
+    }
+
+    /// Bytes of the budget now held for the event (at most what `ByteBudget::permits_for`
+    /// gives one event).
+    pub(crate) fn add_bytes(&mut self, bytes: usize) {
+        self.bytes += u32::try_from(bytes).unwrap_or(u32::MAX);
+    }
+}
+
+impl From<Reservation> for EventSpace {
+    /// The space of one event (one slot at most, bytes as `ByteBudget::permits_for` gives).
+    fn from(reservation: Reservation) -> Self {
+        debug_assert!(reservation.slots <= 1);
+        Self {
+            bytes: u32::try_from(reservation.bytes).unwrap_or(u32::MAX),
+            slot: reservation.slots > 0,
+        }
+    }
+}
+
+impl From<EventSpace> for Reservation {
+    fn from(space: EventSpace) -> Self {
+        Self {
+            slots: usize::from(space.slot),
+            bytes: space.bytes as usize,
+        }
+    }
+}
+
 /// Gives the space of `reservation` back to the partition's slots and the byte budget; `count`
 /// events (those the reservation was for, 0 for events never queued) are no longer buffered.
 pub(crate) fn release(inbox: &Inbox, budget: &ByteBudget, count: usize, reservation: Reservation) {

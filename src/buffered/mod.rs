@@ -724,11 +724,7 @@ impl BufferedProducerClient {
         let settings = &self.core.settings;
         // Counted before it is queued: the actor may send and release it at once.
         let total = settings.total_buffered.fetch_add(1, Ordering::SeqCst) + 1;
-        let queued = Queued {
-            event,
-            key,
-            reservation,
-        };
+        let queued = Queued::new(event, key, reservation);
         match partition
             .shared
             .inbox
@@ -739,8 +735,8 @@ impl BufferedProducerClient {
                 settings.total_buffered.fetch_sub(1, Ordering::SeqCst);
                 let (Refused::Closed(queued) | Refused::NoSlot(queued) | Refused::NoBytes(queued)) =
                     &mut refused;
-                let reservation = std::mem::take(&mut queued.reservation);
-                release(&partition.shared.inbox, &settings.budget, 0, reservation);
+                let space = std::mem::take(&mut queued.space);
+                release(&partition.shared.inbox, &settings.budget, 0, space.into());
                 Err(refused)
             }
         }
@@ -778,8 +774,14 @@ impl BufferedProducerClient {
         match self.push(partition, event, key, Reservation::default(), needs) {
             Ok(total) => Ok(Placed::Done(total)),
             Err(Refused::Closed(queued)) => Ok(Placed::Failed(queued.event, Self::closed_error())),
-            Err(Refused::NoSlot(queued)) => Err((queued.event, queued.key, Short::Slots)),
-            Err(Refused::NoBytes(queued)) => Err((queued.event, queued.key, Short::Bytes)),
+            Err(refused @ Refused::NoSlot(_)) => {
+                let (event, key, _) = refused.into_queued().into_parts();
+                Err((event, key, Short::Slots))
+            }
+            Err(refused @ Refused::NoBytes(_)) => {
+                let (event, key, _) = refused.into_queued().into_parts();
+                Err((event, key, Short::Bytes))
+            }
         }
     }
 
