@@ -235,9 +235,19 @@ async fn buffered_phase(
                 }
             })
             .build()?;
-    // Connect before the clock starts, as the pre-batched phase does.
-    producer.partition_ids().await?;
+    // Connect and attach every partition's link before the clock starts, as the pre-batched
+    // phase does when it makes its batches: one warm-up event per partition, flushed.
     let body = event_body(args.size);
+    for id in producer.partition_ids().await? {
+        producer
+            .enqueue_event(
+                EventData::new(body.clone()),
+                EnqueueOptions::default().with_partition_id(id),
+            )
+            .await?;
+    }
+    producer.flush().await?;
+    let warm_up = confirmed.swap(0, Ordering::Relaxed);
     let tasks = 4u64;
     let start = Instant::now();
     let usage_start = usage();
@@ -263,7 +273,10 @@ async fn buffered_phase(
     let used = used(usage_start, args.events);
     producer.close().await?;
     let failed = failed.load(Ordering::Relaxed);
-    if failed > 0 || confirmed.load(Ordering::Relaxed) != args.events {
+    if failed > 0
+        || confirmed.load(Ordering::Relaxed) != args.events
+        || warm_up != args.partitions as u64
+    {
         return Err(format!("buffered phase: {failed} events failed").into());
     }
     Ok((args.events as f64 / elapsed, used))
@@ -362,7 +375,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut expected = 0;
     let buffered = if args.phase != Phase::Prebatched {
-        expected += args.events;
+        // The events, and one warm-up event per partition.
+        expected += args.events + args.partitions as u64;
         let m = measure(&emulator, buffered_phase(&emulator, &args)).await?;
         println!(
             "buffered producer:   {:>12.0} events/s   peak memory {}, {:.0} events per batch, {}",
