@@ -316,36 +316,32 @@ impl Actor {
             let Some(command) = self.pending.pop_front() else {
                 break;
             };
-            if self.on_command(command).await {
-                return true;
+            match command {
+                // Synchronous once the batch size limit is known: no future per event.
+                Command::Event(queued) => match self.max_size {
+                    Some(max_size) => self.add(queued, max_size),
+                    None => self.add_first(queued).await,
+                },
+                Command::Flush(ack) => self.flush(ack),
+                Command::Close {
+                    abandon: false,
+                    done,
+                } => {
+                    self.close_waiters.push(done);
+                    // Events already queued are still taken; new ones are refused.
+                    self.shared.inbox.close();
+                }
+                Command::Close {
+                    abandon: true,
+                    done,
+                } => {
+                    self.close_waiters.push(done);
+                    self.abandon();
+                    return true;
+                }
             }
             if !self.ready.is_empty() {
                 break;
-            }
-        }
-        false
-    }
-
-    /// Handles one command; true when the actor must stop at once (abandoned).
-    async fn on_command(&mut self, command: Command) -> bool {
-        match command {
-            Command::Event(queued) => self.add(queued).await,
-            Command::Flush(ack) => self.flush(ack),
-            Command::Close {
-                abandon: false,
-                done,
-            } => {
-                self.close_waiters.push(done);
-                // Events already queued are still taken; new ones are refused.
-                self.shared.inbox.close();
-            }
-            Command::Close {
-                abandon: true,
-                done,
-            } => {
-                self.close_waiters.push(done);
-                self.abandon();
-                return true;
             }
         }
         false
@@ -385,16 +381,20 @@ impl Actor {
         }
     }
 
-    async fn add(&mut self, queued: Queued) {
+    /// Adds the first event, asking the connection layer for the batch size limit first.
+    async fn add_first(&mut self, queued: Queued) {
+        match self.max_size().await {
+            Ok(max_size) => self.add(queued, max_size),
+            Err(e) => {
+                let (event, key, reservation) = queued.into_parts();
+                self.fail_now(vec![event], vec![key], reservation, Arc::new(e));
+            }
+        }
+    }
+
+    fn add(&mut self, queued: Queued, max_size: usize) {
         let (event, key, reservation) = queued.into_parts();
         let enqueued_at = self.received_at;
-        let max_size = match self.max_size().await {
-            Ok(size) => size,
-            Err(e) => {
-                self.fail_now(vec![event], vec![key], reservation, Arc::new(e));
-                return;
-            }
-        };
         let encoded = Self::encode(&key, &event);
         if self.building.is_none() {
             self.building = Some(self.new_building(max_size, enqueued_at));
