@@ -2,7 +2,7 @@
 //!
 //! `cargo run --release --example throughput -- [--events N] [--size BYTES] [--partitions N]
 //! [--delay-ms MS] [--concurrency-per-partition N] [--max-concurrent-sends N]
-//! [--buffered-events-per-partition N]`
+//! [--buffered-events-per-partition N] [--max-wait-ms MS] [--phase both|buffered|prebatched]`
 //!
 //! 1. Publishes `events` events of `size` bytes through `BufferedProducerClient` to the
 //!    in-process emulator (automatic routing, enqueued from 4 tasks), and waits until the last
@@ -11,7 +11,11 @@
 //!    with `ProducerClient::send_batch`, with the same concurrency (the practical limit).
 //!
 //! `--delay-ms` delays every disposition in the emulator, like a slow network. Prints events/s
-//! of both, their ratio, and the peak memory (RSS) of each phase.
+//! of both, their ratio, the peak memory (RSS) and the average events per delivery of each phase.
+//! `--phase buffered` (or `prebatched`) runs one phase alone, for profiling it. `--max-wait-ms`
+//! sets the buffered producer's `max_wait_time` (default 250 ms); under a profiler such as
+//! callgrind, which slows the program down some 50 times, raise it so that batches are sealed
+//! for the same reasons as in a normal run (not because their oldest event waited too long).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,6 +35,15 @@ struct Args {
     per_partition: usize,
     max_sends: usize,
     buffered_events: usize,
+    max_wait: Duration,
+    phase: Phase,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Both,
+    Buffered,
+    Prebatched,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -42,10 +55,25 @@ fn parse_args() -> Result<Args, String> {
         per_partition: 1,
         max_sends: eventhubs_buffered::DEFAULT_MAX_CONCURRENT_SENDS,
         buffered_events: eventhubs_buffered::DEFAULT_MAX_BUFFERED_EVENTS_PER_PARTITION,
+        max_wait: eventhubs_buffered::DEFAULT_MAX_WAIT_TIME,
+        phase: Phase::Both,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        if flag == "--phase" {
+            args.phase = match value.as_str() {
+                "both" => Phase::Both,
+                "buffered" => Phase::Buffered,
+                "prebatched" => Phase::Prebatched,
+                other => {
+                    return Err(format!(
+                        "--phase: '{other}' is not both, buffered or prebatched"
+                    ))
+                }
+            };
+            continue;
+        }
         let n: u64 = value
             .parse()
             .map_err(|_| format!("{flag}: '{value}' is not a number"))?;
@@ -57,6 +85,7 @@ fn parse_args() -> Result<Args, String> {
             "--concurrency-per-partition" => args.per_partition = (n as usize).clamp(1, 100),
             "--max-concurrent-sends" => args.max_sends = (n as usize).max(1),
             "--buffered-events-per-partition" => args.buffered_events = (n as usize).max(1),
+            "--max-wait-ms" => args.max_wait = Duration::from_millis(n),
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -76,18 +105,118 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
+struct Measured {
+    rate: f64,
+    peak: Option<f64>,
+    per_delivery: f64,
+    used: Option<Used>,
+}
+
+/// What the process has used so far, from /proc (Linux only): CPU time (user and system, all
+/// threads) and, per thread, time running and time waiting for a CPU. Unlike wall-clock time,
+/// CPU time hardly changes when other processes load the machine; the rest of a runtime
+/// worker's time it was idle, which says how well a phase keeps the cores busy.
+struct Usage {
+    at: Instant,
+    cpu: Duration,
+    /// Thread id, and nanoseconds running and waiting for a CPU.
+    threads: Vec<(u64, u64, u64)>,
+}
+
+fn usage() -> Option<Usage> {
+    let at = Instant::now();
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which is in parentheses and may contain spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // The kernel reports these in USER_HZ, 100 on every Linux platform Rust supports.
+    let cpu = Duration::from_millis(ticks * 10);
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let Ok(schedstat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        let mut values = schedstat.split_whitespace().map(|v| v.parse::<u64>().ok());
+        if let (Some(Some(run)), Some(Some(waiting))) = (values.next(), values.next()) {
+            threads.push((tid, run, waiting));
+        }
+    }
+    Some(Usage { at, cpu, threads })
+}
+
+/// What a phase used: CPU time per event and the share of the runtime workers' time they were
+/// idle (neither running nor waiting for a CPU).
+#[derive(Clone, Copy)]
+struct Used {
+    cpu_ns_per_event: f64,
+    workers_idle: f64,
+}
+
+fn used(start: Option<Usage>, events: u64) -> Option<Used> {
+    let (start, end) = (start?, usage()?);
+    let wall = (end.at - start.at).as_nanos() as f64;
+    let cpu = end.cpu.checked_sub(start.cpu)?;
+    // The workers are the threads that ran or waited the most during the phase (the main
+    // thread and idle blocking-pool threads hardly do).
+    let mut busy: Vec<u64> = end
+        .threads
+        .iter()
+        .map(|&(tid, run, waiting)| {
+            let before = start.threads.iter().find(|t| t.0 == tid);
+            let (run0, waiting0) = before.map_or((0, 0), |t| (t.1, t.2));
+            (run + waiting).saturating_sub(run0 + waiting0)
+        })
+        .collect();
+    busy.sort_unstable_by(|a, b| b.cmp(a));
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    let busy: u64 = busy.iter().take(workers).sum();
+    Some(Used {
+        cpu_ns_per_event: cpu.as_nanos() as f64 / events as f64,
+        workers_idle: (1.0 - busy as f64 / (wall * workers as f64)).max(0.0),
+    })
+}
+
+fn format_used(used: Option<Used>) -> String {
+    used.map_or_else(
+        || "CPU n/a".to_string(),
+        |u| {
+            format!(
+                "{:.0} ns CPU per event, workers idle {:.0}%",
+                u.cpu_ns_per_event,
+                100.0 * u.workers_idle
+            )
+        },
+    )
+}
+
 fn format_mib(value: Option<f64>) -> String {
     value.map_or_else(|| "n/a".to_string(), |v| format!("{v:.0} MiB"))
+}
+
+/// The body of every event, in both phases. Static, so that making and dropping an event
+/// costs nothing: what is measured is what the clients do with events. A reference-counted body
+/// shared by all events would add one counter that every enqueuing task and every handler, on
+/// every core, writes per event: a cost no application has (each event has its own body), and
+/// one the pre-batched phase would pay only in part (its events are made before the clock
+/// starts) and on one core at a time (a batch's events are dropped together).
+fn event_body(size: usize) -> bytes::Bytes {
+    bytes::Bytes::from_static(Box::leak(vec![b'x'; size].into_boxed_slice()))
 }
 
 async fn buffered_phase(
     emulator: &Emulator,
     args: &Args,
-) -> Result<f64, Box<dyn std::error::Error>> {
+) -> Result<(f64, Option<Used>), Box<dyn std::error::Error>> {
     let confirmed = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let options = BufferedProducerOptions::default()
-        .with_max_concurrent_sends_per_partition(args.per_partition);
+        .with_max_concurrent_sends_per_partition(args.per_partition)
+        .with_max_concurrent_sends(args.max_sends)
+        .with_max_buffered_events_per_partition(args.buffered_events)
+        .with_max_wait_time(Some(args.max_wait));
     let producer =
         BufferedProducerClient::from_connection_string(&emulator.connection_string(), None)
             .options(options)
@@ -106,11 +235,22 @@ async fn buffered_phase(
                 }
             })
             .build()?;
-    // Connect before the clock starts, as the pre-batched phase does.
-    producer.partition_ids().await?;
-    let body = bytes::Bytes::from(vec![b'x'; args.size]);
+    // Connect and attach every partition's link before the clock starts, as the pre-batched
+    // phase does when it makes its batches: one warm-up event per partition, flushed.
+    let body = event_body(args.size);
+    for id in producer.partition_ids().await? {
+        producer
+            .enqueue_event(
+                EventData::new(body.clone()),
+                EnqueueOptions::default().with_partition_id(id),
+            )
+            .await?;
+    }
+    producer.flush().await?;
+    let warm_up = confirmed.swap(0, Ordering::Relaxed);
     let tasks = 4u64;
     let start = Instant::now();
+    let usage_start = usage();
     let mut handles = Vec::new();
     for t in 0..tasks {
         let producer = producer.clone();
@@ -130,19 +270,23 @@ async fn buffered_phase(
     }
     producer.flush().await?;
     let elapsed = start.elapsed().as_secs_f64();
+    let used = used(usage_start, args.events);
     producer.close().await?;
     let failed = failed.load(Ordering::Relaxed);
-    if failed > 0 || confirmed.load(Ordering::Relaxed) != args.events {
+    if failed > 0
+        || confirmed.load(Ordering::Relaxed) != args.events
+        || warm_up != args.partitions as u64
+    {
         return Err(format!("buffered phase: {failed} events failed").into());
     }
-    Ok(args.events as f64 / elapsed)
+    Ok((args.events as f64 / elapsed, used))
 }
 
 async fn full_batches(
     producer: &ProducerClient,
     args: &Args,
 ) -> Result<Vec<EventDataBatch>, Box<dyn std::error::Error>> {
-    let body = bytes::Bytes::from(vec![b'x'; args.size]);
+    let body = event_body(args.size);
     let mut batches = Vec::new();
     let mut remaining = args.events;
     let mut partition = 0;
@@ -161,7 +305,7 @@ async fn full_batches(
 async fn prebatched_phase(
     emulator: &Emulator,
     args: &Args,
-) -> Result<f64, Box<dyn std::error::Error>> {
+) -> Result<(f64, Option<Used>), Box<dyn std::error::Error>> {
     let producer = ProducerClient::from_connection_string(
         &emulator.connection_string(),
         None,
@@ -170,9 +314,10 @@ async fn prebatched_phase(
     let batches = full_batches(&producer, args).await?;
     // The same number of batches in flight as the buffered producer allows.
     let in_flight = Arc::new(tokio::sync::Semaphore::new(
-        args.partitions * args.per_partition,
+        (args.partitions * args.per_partition).min(args.max_sends),
     ));
     let start = Instant::now();
+    let usage_start = usage();
     let mut sends = Vec::new();
     for batch in batches {
         let permit = in_flight.clone().acquire_owned().await?;
@@ -187,8 +332,9 @@ async fn prebatched_phase(
         send.await??;
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let used = used(usage_start, args.events);
     producer.close().await;
-    Ok(args.events as f64 / elapsed)
+    Ok((args.events as f64 / elapsed, used))
 }
 
 #[tokio::main]
@@ -204,32 +350,68 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.events, args.size, args.partitions, args.per_partition, args.max_sends, args.delay
     );
 
-    reset_peak_rss();
-    let buffered = buffered_phase(&emulator, &args).await?;
-    let buffered_peak = peak_rss_mib();
-    reset_peak_rss();
-    let prebatched = prebatched_phase(&emulator, &args).await?;
-    let prebatched_peak = peak_rss_mib();
+    // Runs one phase and says how fast it went, the CPU time it took per event (while timed),
+    // its peak memory and its average batch.
+    async fn measure<F>(
+        emulator: &Emulator,
+        phase: F,
+    ) -> Result<Measured, Box<dyn std::error::Error>>
+    where
+        F: std::future::Future<Output = Result<(f64, Option<Used>), Box<dyn std::error::Error>>>,
+    {
+        reset_peak_rss();
+        let before = emulator.counters();
+        let (rate, used) = phase.await?;
+        let after = emulator.counters();
+        let deliveries = after.deliveries - before.deliveries;
+        let stored = after.events_stored - before.events_stored;
+        Ok(Measured {
+            rate,
+            peak: peak_rss_mib(),
+            per_delivery: stored as f64 / deliveries.max(1) as f64,
+            used,
+        })
+    }
 
-    println!(
-        "buffered producer:   {buffered:>12.0} events/s   peak memory {}",
-        format_mib(buffered_peak)
-    );
-    println!(
-        "pre-batched limit:   {prebatched:>12.0} events/s   peak memory {} (all batches built before sending)",
-        format_mib(prebatched_peak)
-    );
-    println!(
-        "ratio buffered / limit: {:.0}%",
-        100.0 * buffered / prebatched
-    );
+    let mut expected = 0;
+    let buffered = if args.phase != Phase::Prebatched {
+        // The events, and one warm-up event per partition.
+        expected += args.events + args.partitions as u64;
+        let m = measure(&emulator, buffered_phase(&emulator, &args)).await?;
+        println!(
+            "buffered producer:   {:>12.0} events/s   peak memory {}, {:.0} events per batch, {}",
+            m.rate,
+            format_mib(m.peak),
+            m.per_delivery,
+            format_used(m.used)
+        );
+        Some(m.rate)
+    } else {
+        None
+    };
+    let prebatched = if args.phase != Phase::Buffered {
+        expected += args.events;
+        let m = measure(&emulator, prebatched_phase(&emulator, &args)).await?;
+        println!(
+            "pre-batched limit:   {:>12.0} events/s   peak memory {} (all batches built before sending), {:.0} events per batch, {}",
+            m.rate,
+            format_mib(m.peak),
+            m.per_delivery,
+            format_used(m.used)
+        );
+        Some(m.rate)
+    } else {
+        None
+    };
+    if let (Some(buffered), Some(prebatched)) = (buffered, prebatched) {
+        println!(
+            "ratio buffered / limit: {:.0}%",
+            100.0 * buffered / prebatched
+        );
+    }
     let stored = emulator.counters().events_stored;
-    if stored != 2 * args.events {
-        return Err(format!(
-            "the emulator stored {stored} events, expected {}",
-            2 * args.events
-        )
-        .into());
+    if stored != expected {
+        return Err(format!("the emulator stored {stored} events, expected {expected}").into());
     }
     emulator.shutdown().await;
     Ok(())

@@ -160,6 +160,13 @@ impl EventDataBatch {
         }
     }
 
+    /// Makes room for `additional` more events without reallocating (the buffered producer
+    /// sizes each batch like the one before it).
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        self.encoded.reserve(additional);
+        self.events.reserve(additional);
+    }
+
     /// Adds an event if it fits; otherwise hands it back. An event too large for any batch is
     /// flagged ([`TryAddError::is_too_large_for_any_batch`]).
     pub fn try_add(&mut self, event: EventData) -> std::result::Result<(), TryAddError> {

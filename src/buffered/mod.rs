@@ -2,30 +2,42 @@
 //! partition, sends, reports every batch to your handlers, and applies back pressure.
 //!
 //! Shape: one handle (cheap to clone) over one AMQP connection; one actor task per partition
-//! building and sending batches; one reporter task per partition calling the handlers in send
-//! order; semaphores bounding buffered events per partition and bytes overall.
+//! building and sending batches, fed through an inbox; one reporter task per partition calling
+//! the handlers in send order; semaphores bounding buffered events per partition and bytes
+//! overall.
+//!
+//! The enqueue path is built to touch as little memory that other cores write as it can: each
+//! atomic read-modify-write on such a cache line costs more than everything else an enqueue
+//! does. An enqueue with room reads the partition list from a per-thread copy (no lock), takes
+//! one slot of the partition's semaphore, pushes into the partition's inbox under its lock
+//! (which also covers the per-partition count and the byte budget, see `ByteBudget`), and
+//! bumps the total count: four such operations, where a channel, a lock, reference counts and
+//! separate counters took about fifteen.
 
 mod capacity;
 mod handlers;
+mod inbox;
 mod options;
 mod partition;
 mod router;
 mod sender;
 
+use std::cell::RefCell;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use azure_core::credentials::TokenCredential;
 use futures_util::future::select_all;
 use futures_util::FutureExt;
-use tokio::sync::{mpsc, oneshot, OnceCell, Semaphore};
+use tokio::sync::{oneshot, OnceCell, Semaphore};
 use tokio::time::Instant;
 
 use self::capacity::{
     acquire, acquire_for_handler, estimated_size, release, try_acquire, ByteBudget, Reservation,
 };
 use self::handlers::{boxed_failed, boxed_succeeded, in_handler, ClosureHandler};
+use self::inbox::{Needs, Refused};
 use self::partition::{ActorSettings, Command, PartitionShared, Queued};
 use self::router::{index_for_key, RoundRobin};
 use self::sender::BatchSender;
@@ -56,20 +68,35 @@ impl WeakProducer {
     }
 }
 
-/// Where an enqueue stands after its fast path.
+/// Where an enqueue that found no room at once goes to wait.
 enum Placement {
-    /// Space was reserved in this partition.
-    Reserved(Arc<PartitionHandle>, Option<String>, Reservation),
-    /// This partition is full: wait for it.
+    /// This partition is full (or the byte budget): wait for it.
     Wait(Arc<PartitionHandle>, Option<String>),
     /// Automatic routing found no room anywhere: wait for the first partition with room.
     WaitAny,
 }
 
+/// How an enqueue's fast path ended.
+enum Placed {
+    /// Enqueued: the total buffered count.
+    Done(usize),
+    /// Refused: the event comes back with the error.
+    Failed(EventData, Error),
+    /// No room now: the event, and where to wait, and whether the byte budget (rather than
+    /// the partitions' slots) is what lacked room.
+    Later(EventData, Placement, Short),
+}
+
+/// What an enqueue found short of room.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Short {
+    Slots,
+    Bytes,
+}
+
 /// What the producer keeps of one partition.
 struct PartitionHandle {
     shared: Arc<PartitionShared>,
-    commands: mpsc::UnboundedSender<Command>,
 }
 
 /// The partitions known now, in the service's order.
@@ -93,16 +120,19 @@ impl PartitionSet {
 
 /// The producer's state, shared by its handles.
 struct Core {
+    /// Unique among the producers of this process, so that a thread's copy of a partition list
+    /// (see `SeenPartitions`) is never taken for another producer's.
+    id: u64,
     options: BufferedProducerOptions,
     producer: Option<ProducerClient>,
     settings: Arc<ActorSettings>,
     budget: ByteBudget,
     initialized: OnceCell<()>,
-    partitions: RwLock<Arc<PartitionSet>>,
-    /// When the partition list is next read, in milliseconds since `epoch`; `u64::MAX` while a
-    /// read is running.
-    next_refresh_ms: std::sync::atomic::AtomicU64,
-    epoch: Instant,
+    /// On a cache line of its own: waiting enqueues take the read lock (a write to its line),
+    /// and every enqueue reads the fields around it.
+    partitions: OwnLine<RwLock<Arc<PartitionSet>>>,
+    /// Changes whenever `partitions` does: threads compare it with their copy's.
+    partitions_version: AtomicU64,
     round_robin: RoundRobin,
     closed: AtomicBool,
     close_lock: tokio::sync::Mutex<()>,
@@ -137,6 +167,57 @@ async fn handled_in_time(
             }
         }
     }
+}
+
+impl Drop for Core {
+    /// The last handle is gone: the actors send what is still buffered and stop. (They are told
+    /// here rather than by their queues' senders going away, because threads may still hold a
+    /// copy of the partition list; see `SeenPartitions`.)
+    fn drop(&mut self) {
+        let set = match self.partitions.get_mut() {
+            Ok(set) => set,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for partition in &set.partitions {
+            partition.shared.inbox.close();
+        }
+    }
+}
+
+/// A value alone on its cache line (64 bytes), so that writing it does not slow down reading
+/// what would otherwise share the line.
+#[repr(align(64))]
+struct OwnLine<T>(T);
+
+impl<T> std::ops::Deref for OwnLine<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> std::ops::DerefMut for OwnLine<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
+static NEXT_PRODUCER_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The partition list a thread last enqueued with, and which producer's and which version of
+/// it it is. Enqueues read the list from here: reading it under the producer's `RwLock`, or
+/// cloning its `Arc`, writes a cache line that every enqueuer on every core shares, twice per
+/// event. When the version changes, the next enqueue on the thread takes a new copy. A copy
+/// outliving its producer only holds memory, until the thread enqueues elsewhere or ends.
+struct SeenPartitions {
+    producer: u64,
+    version: u64,
+    set: Arc<PartitionSet>,
+}
+
+thread_local! {
+    static SEEN_PARTITIONS: RefCell<Option<SeenPartitions>> = const { RefCell::new(None) };
 }
 
 /// Why [`BufferedProducerClient::try_enqueue_event`] did not take an event; the event comes
@@ -405,16 +486,18 @@ impl BufferedProducerClient {
                 global_sends: Arc::new(Semaphore::new(options.max_concurrent_sends)),
                 total_buffered: Arc::new(AtomicUsize::new(0)),
                 budget: ByteBudget::new(options.max_buffered_bytes),
+                next_refresh_ms: AtomicU64::new(refresh_interval_ms),
+                epoch: Instant::now(),
             });
             Core {
+                id: NEXT_PRODUCER_ID.fetch_add(1, Ordering::Relaxed),
                 budget: settings.budget.clone(),
                 options,
                 producer,
                 settings,
                 initialized: OnceCell::new(),
-                partitions: RwLock::new(Arc::new(PartitionSet::default())),
-                next_refresh_ms: std::sync::atomic::AtomicU64::new(refresh_interval_ms),
-                epoch: Instant::now(),
+                partitions: OwnLine(RwLock::new(Arc::new(PartitionSet::default()))),
+                partitions_version: AtomicU64::new(0),
                 round_robin: RoundRobin,
                 closed: AtomicBool::new(false),
                 close_lock: tokio::sync::Mutex::new(()),
@@ -433,6 +516,38 @@ impl BufferedProducerClient {
             .read()
             .map(|set| set.clone())
             .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    /// Calls `f` with the partition list, read from this thread's copy when it is current
+    /// (see `SeenPartitions`), else from the lock.
+    fn with_partitions<R>(&self, f: impl FnOnce(&PartitionSet) -> R) -> R {
+        let version = self.core.partitions_version.load(Ordering::Acquire);
+        let mut f = Some(f);
+        let from_copy = SEEN_PARTITIONS
+            .try_with(|seen| {
+                // Busy only if `f` itself enqueued on this thread; then the lock serves.
+                let mut seen = seen.try_borrow_mut().ok()?;
+                let current = seen
+                    .as_ref()
+                    .is_some_and(|s| s.producer == self.core.id && s.version == version);
+                if !current {
+                    *seen = Some(SeenPartitions {
+                        producer: self.core.id,
+                        version,
+                        set: self.current_partitions(),
+                    });
+                }
+                let seen = seen.as_ref()?;
+                let f = f.take()?;
+                Some(f(&seen.set))
+            })
+            .ok()
+            .flatten();
+        match (from_copy, f) {
+            (Some(result), _) => result,
+            (None, Some(f)) => f(&self.current_partitions()),
+            (None, None) => unreachable!("f runs once: on the copy or on the locked list"),
+        }
     }
 
     /// Reads the partitions (and connects) the first time, within the retry policy; after
@@ -464,18 +579,27 @@ impl BufferedProducerClient {
             Err(poisoned) => poisoned.into_inner(),
         };
         let known = guard.clone();
+        // The usual refresh finds nothing new: keep the list, and every thread's copy of it.
+        let unchanged = ids.len() == known.partitions.len()
+            && ids
+                .iter()
+                .zip(&known.partitions)
+                .all(|(id, p)| *id == p.shared.id);
+        if unchanged && !known.partitions.is_empty() {
+            return;
+        }
         let mut partitions = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(existing) = known.get(&id) {
                 partitions.push(existing.clone());
                 continue;
             }
-            let (shared, commands) = partition::spawn(
+            let shared = partition::spawn(
                 id,
                 self.core.options.max_buffered_events_per_partition,
                 self.core.settings.clone(),
             );
-            partitions.push(Arc::new(PartitionHandle { shared, commands }));
+            partitions.push(Arc::new(PartitionHandle { shared }));
         }
         // Partitions never disappear from an event hub; keep any the new list lacks.
         for old in &known.partitions {
@@ -484,19 +608,21 @@ impl BufferedProducerClient {
             }
         }
         *guard = Arc::new(PartitionSet { partitions });
+        self.core.partitions_version.fetch_add(1, Ordering::Release);
     }
 
     /// Reads the partition list again in the background when the interval has passed.
-    /// Only enqueues call this, so an idle producer does nothing. One atomic load when not due.
-    fn refresh_if_due(&self, now: Instant) {
-        let now_ms = now.saturating_duration_since(self.core.epoch).as_millis() as u64;
-        let due = self.core.next_refresh_ms.load(Ordering::Relaxed);
-        if now_ms < due {
+    /// Only actors call this, as they take enqueued events, so an idle producer does nothing.
+    /// One atomic load when not due.
+    pub(crate) fn refresh_if_due(&self, now: Instant) {
+        let settings = &self.core.settings;
+        let now_ms = now.saturating_duration_since(settings.epoch).as_millis() as u64;
+        let due = settings.next_refresh_ms.load(Ordering::Relaxed);
+        if now_ms < due || self.is_closed() {
             return;
         }
         // One caller wins the right to refresh; u64::MAX keeps the others out meanwhile.
-        if self
-            .core
+        if settings
             .next_refresh_ms
             .compare_exchange(due, u64::MAX, Ordering::SeqCst, Ordering::Relaxed)
             .is_err()
@@ -512,9 +638,9 @@ impl BufferedProducerClient {
                 }
             }
             let interval = client.core.options.partition_refresh_interval.as_millis() as u64;
-            let now_ms = client.core.epoch.elapsed().as_millis() as u64;
-            client
-                .core
+            let settings = &client.core.settings;
+            let now_ms = settings.epoch.elapsed().as_millis() as u64;
+            settings
                 .next_refresh_ms
                 .store(now_ms + interval, Ordering::SeqCst);
         });
@@ -526,10 +652,18 @@ impl BufferedProducerClient {
         set: &'a PartitionSet,
         options: &EnqueueOptions,
     ) -> Result<Option<(&'a Arc<PartitionHandle>, Option<String>)>> {
-        match batch_target(
-            options.partition_id.as_deref(),
-            options.partition_key.as_deref(),
-        )? {
+        let key = options.partition_key.as_deref().filter(|k| !k.is_empty());
+        // The common cases first, without the allocations `batch_target` makes.
+        match (options.partition_id.as_deref(), key) {
+            (None, None) => return Ok(None),
+            (Some(id), None) if !id.is_empty() => {
+                if let Some(p) = set.get(id) {
+                    return Ok(Some((p, None)));
+                }
+            }
+            _ => {}
+        }
+        match batch_target(options.partition_id.as_deref(), key)? {
             BatchTarget::Partition(id) => match set.get(&id) {
                 Some(p) => Ok(Some((p, None))),
                 None => Err(Error::new(
@@ -554,13 +688,30 @@ impl BufferedProducerClient {
         }
     }
 
+    /// Gives every partition's byte credit back to the budget, before waiting for bytes (see
+    /// `ByteBudget`).
+    fn sweep_credits(&self) {
+        let set = self.current_partitions();
+        let credit = set
+            .partitions
+            .iter()
+            .map(|p| p.shared.inbox.take_credit())
+            .sum();
+        self.core.budget.give_back(credit);
+    }
+
     /// Space in the partition for one event: waits while it is full (not in a handler).
-    async fn reserve(&self, partition: &PartitionHandle, size: usize) -> Result<Reservation> {
-        let slots = &partition.shared.slots;
-        if in_handler() {
-            return Ok(acquire_for_handler(slots, &self.core.budget, size));
+    async fn reserve(
+        &self,
+        partition: &PartitionHandle,
+        size: usize,
+        in_handler: bool,
+    ) -> Result<Reservation> {
+        let inbox = &partition.shared.inbox;
+        if in_handler {
+            return Ok(acquire_for_handler(inbox, &self.core.budget, size));
         }
-        acquire(slots, &self.core.budget, size)
+        acquire(inbox, &self.core.budget, size, &|| self.sweep_credits())
             .await
             .ok_or_else(Self::closed_error)
     }
@@ -571,6 +722,7 @@ impl BufferedProducerClient {
         &self,
         set: &PartitionSet,
         size: usize,
+        in_handler: bool,
     ) -> Result<(Arc<PartitionHandle>, Reservation)> {
         let count = set.partitions.len();
         if count == 0 {
@@ -581,7 +733,7 @@ impl BufferedProducerClient {
         }
         let first = self.core.round_robin.order(count).next().unwrap_or(0);
         let order = (0..count).map(|i| (first + i) % count);
-        if in_handler() {
+        if in_handler {
             // Events a handler re-enqueues never wait; they go to the next partition that is
             // not failing (or the next one, if all are).
             let index = order
@@ -589,17 +741,19 @@ impl BufferedProducerClient {
                 .find(|&i| !set.partitions[i].shared.failing.load(Ordering::SeqCst))
                 .unwrap_or(first);
             let partition = set.partitions[index].clone();
-            let reservation = acquire_for_handler(&partition.shared.slots, &self.core.budget, size);
+            let reservation = acquire_for_handler(&partition.shared.inbox, &self.core.budget, size);
             return Ok((partition, reservation));
         }
         if let Some(found) = self.try_reserve_automatic(set, size) {
             return Ok(found);
         }
+        let sweep = || self.sweep_credits();
         let waits = order.map(|i| {
             let partition = set.partitions[i].clone();
             let budget = self.core.budget.clone();
+            let sweep = &sweep;
             async move {
-                let reservation = acquire(&partition.shared.slots, &budget, size).await;
+                let reservation = acquire(&partition.shared.inbox, &budget, size, sweep).await;
                 (partition, reservation)
             }
             .boxed()
@@ -608,45 +762,136 @@ impl BufferedProducerClient {
         Ok((partition, reservation.ok_or_else(Self::closed_error)?))
     }
 
-    /// Hands the event to the partition's actor; no await, so nothing is half-enqueued.
+    /// Counts an event as buffered and queues it to the partition's actor, taking what it
+    /// `needs` (see `Inbox::push_event`); no await, so nothing is half-enqueued. On refusal, what
+    /// `reservation` held is given back and the event comes back.
     fn push(
         &self,
         partition: &PartitionHandle,
         event: EventData,
         key: Option<String>,
         reservation: Reservation,
-    ) -> Result<usize> {
-        let now = Instant::now();
-        self.refresh_if_due(now);
-        partition.shared.buffered.fetch_add(1, Ordering::SeqCst);
-        let total = self
-            .core
-            .settings
-            .total_buffered
-            .fetch_add(1, Ordering::SeqCst)
-            + 1;
-        let queued = Queued {
-            event,
-            key,
-            reservation,
-            enqueued_at: now,
-        };
-        if let Err(refused) = partition.commands.send(Command::Event(queued)) {
-            partition.shared.buffered.fetch_sub(1, Ordering::SeqCst);
-            self.core
-                .settings
-                .total_buffered
-                .fetch_sub(1, Ordering::SeqCst);
-            if let Command::Event(queued) = refused.0 {
-                release(
-                    &partition.shared.slots,
-                    &self.core.budget,
-                    queued.reservation,
-                );
+        needs: Needs,
+    ) -> std::result::Result<usize, Refused> {
+        let settings = &self.core.settings;
+        // Counted before it is queued: the actor may send and release it at once.
+        let total = settings.total_buffered.fetch_add(1, Ordering::SeqCst) + 1;
+        let queued = Queued::new(event, key, reservation);
+        match partition
+            .shared
+            .inbox
+            .push_event(queued, needs, &settings.budget)
+        {
+            Ok(()) => Ok(total),
+            Err(mut refused) => {
+                settings.total_buffered.fetch_sub(1, Ordering::SeqCst);
+                let (Refused::Closed(queued) | Refused::NoSlot(queued) | Refused::NoBytes(queued)) =
+                    &mut refused;
+                let space = std::mem::take(&mut queued.space);
+                release(&partition.shared.inbox, &settings.budget, 0, space.into());
+                Err(refused)
             }
-            return Err(Self::closed_error());
         }
-        Ok(total)
+    }
+
+    /// Queues an event whose space is reserved; an error if the partition takes no more.
+    fn push_reserved(
+        &self,
+        partition: &PartitionHandle,
+        event: EventData,
+        key: Option<String>,
+        reservation: Reservation,
+    ) -> Result<usize> {
+        let needs = Needs {
+            slot: false,
+            bytes: 0,
+        };
+        self.push(partition, event, key, reservation, needs)
+            .map_err(|_| Self::closed_error())
+    }
+
+    /// Enqueues into `partition` if it has room now, a slot and bytes (from the partition's
+    /// credit) taken under its inbox lock. Otherwise the event comes back with what was short.
+    fn try_push(
+        &self,
+        partition: &PartitionHandle,
+        event: EventData,
+        key: Option<String>,
+        size: usize,
+    ) -> std::result::Result<Placed, (EventData, Option<String>, Short)> {
+        let needs = Needs {
+            slot: true,
+            bytes: self.core.budget.permits_for(size),
+        };
+        match self.push(partition, event, key, Reservation::default(), needs) {
+            Ok(total) => Ok(Placed::Done(total)),
+            Err(Refused::Closed(queued)) => Ok(Placed::Failed(queued.event, Self::closed_error())),
+            Err(refused @ Refused::NoSlot(_)) => {
+                let (event, key, _) = refused.into_queued().into_parts();
+                Err((event, key, Short::Slots))
+            }
+            Err(refused @ Refused::NoBytes(_)) => {
+                let (event, key, _) = refused.into_queued().into_parts();
+                Err((event, key, Short::Bytes))
+            }
+        }
+    }
+
+    /// The fast path of an enqueue: room now, or where to wait. Runs on the thread's copy of
+    /// the partition list and clones nothing unless the event has to wait.
+    fn place_now(
+        &self,
+        set: &PartitionSet,
+        options: &EnqueueOptions,
+        event: EventData,
+        size: usize,
+        in_handler: bool,
+    ) -> Placed {
+        let target = match self.resolve(set, options) {
+            Ok(target) => target,
+            Err(e) => return Placed::Failed(event, e),
+        };
+        match target {
+            // Handlers never wait: the wait path gives them what space there is at once.
+            Some((partition, key)) if in_handler => {
+                Placed::Later(event, Placement::Wait(partition.clone(), key), Short::Slots)
+            }
+            Some((partition, key)) => match self.try_push(partition, event, key, size) {
+                Ok(placed) => placed,
+                Err((event, key, short)) => {
+                    Placed::Later(event, Placement::Wait(partition.clone(), key), short)
+                }
+            },
+            None if in_handler => Placed::Later(event, Placement::WaitAny, Short::Slots),
+            None => self.place_automatic(set, event, size),
+        }
+    }
+
+    /// A healthy partition with room now, else a failing one with room; never waits.
+    fn place_automatic(&self, set: &PartitionSet, mut event: EventData, size: usize) -> Placed {
+        let count = set.partitions.len();
+        if count > 0 {
+            let first = self.core.round_robin.order(count).next().unwrap_or(0);
+            for want_failing in [false, true] {
+                for i in (0..count).map(|i| (first + i) % count) {
+                    let partition = &set.partitions[i];
+                    if partition.shared.failing.load(Ordering::Relaxed) != want_failing
+                        || !partition.shared.inbox.may_have_room()
+                    {
+                        continue;
+                    }
+                    match self.try_push(partition, event, None, size) {
+                        Ok(placed) => return placed,
+                        // The budget is shared: no other partition has bytes either.
+                        Err((event, _, Short::Bytes)) => {
+                            return Placed::Later(event, Placement::WaitAny, Short::Bytes)
+                        }
+                        Err((back, _, Short::Slots)) => event = back,
+                    }
+                }
+            }
+        }
+        Placed::Later(event, Placement::WaitAny, Short::Slots)
     }
 
     /// Enqueues one event; returns how many events are buffered in total.
@@ -660,53 +905,27 @@ impl BufferedProducerClient {
         }
         self.ensure_initialized().await?;
         let size = estimated_size(&event);
-        // The common case, room now, is decided under the read lock without cloning the
-        // partition list; only the chosen partition's handle is cloned.
-        let placement = {
-            let set = self
-                .core
-                .partitions
-                .read()
-                .unwrap_or_else(|p| p.into_inner());
-            match self.resolve(&set, &options)? {
-                Some((partition, key)) => match self.try_reserve(partition, size) {
-                    Some(reservation) => Placement::Reserved(partition.clone(), key, reservation),
-                    None => Placement::Wait(partition.clone(), key),
-                },
-                None if in_handler() => Placement::WaitAny,
-                None => match self.try_reserve_automatic(&set, size) {
-                    Some((partition, reservation)) => {
-                        Placement::Reserved(partition, None, reservation)
-                    }
-                    None => Placement::WaitAny,
-                },
+        let in_handler = in_handler();
+        let placed =
+            self.with_partitions(|set| self.place_now(set, &options, event, size, in_handler));
+        match placed {
+            Placed::Done(total) => Ok(total),
+            Placed::Failed(_, e) => Err(e),
+            Placed::Later(event, Placement::Wait(partition, key), _) => {
+                let reservation = self.reserve(&partition, size, in_handler).await?;
+                self.push_reserved(&partition, event, key, reservation)
             }
-        };
-        match placement {
-            Placement::Reserved(partition, key, reservation) => {
-                self.push(&partition, event, key, reservation)
-            }
-            Placement::Wait(partition, key) => {
-                let reservation = self.reserve(&partition, size).await?;
-                self.push(&partition, event, key, reservation)
-            }
-            Placement::WaitAny => {
+            Placed::Later(event, Placement::WaitAny, _) => {
                 let set = self.current_partitions();
-                let (partition, reservation) = self.reserve_automatic(&set, size).await?;
-                self.push(&partition, event, None, reservation)
+                let (partition, reservation) =
+                    self.reserve_automatic(&set, size, in_handler).await?;
+                self.push_reserved(&partition, event, None, reservation)
             }
         }
     }
 
-    /// Space in `partition` now, if there is some (handlers never wait: see `reserve`).
-    fn try_reserve(&self, partition: &PartitionHandle, size: usize) -> Option<Reservation> {
-        if in_handler() {
-            return None;
-        }
-        try_acquire(&partition.shared.slots, &self.core.budget, size)
-    }
-
-    /// A healthy partition with room now, else a failing one with room; never waits.
+    /// A healthy partition with room now, else a failing one with room, with bytes straight
+    /// from the budget; never waits.
     fn try_reserve_automatic(
         &self,
         set: &PartitionSet,
@@ -724,7 +943,7 @@ impl BufferedProducerClient {
                     continue;
                 }
                 if let Some(reservation) =
-                    try_acquire(&partition.shared.slots, &self.core.budget, size)
+                    try_acquire(&partition.shared.inbox, &self.core.budget, size)
                 {
                     return Some((partition.clone(), reservation));
                 }
@@ -764,25 +983,37 @@ impl BufferedProducerClient {
             Err(e) => return Err(refused(event, Some(e))),
         };
         let size = estimated_size(&event);
-        let target = match self.resolve(&set, &options) {
-            Ok(target) => target,
-            Err(e) => return Err(refused(event, Some(e))),
+        let (event, placement) = match self.place_now(&set, &options, event, size, false) {
+            Placed::Done(total) => return Ok(total),
+            Placed::Failed(event, e) => return Err(refused(event, Some(e))),
+            Placed::Later(event, _, Short::Slots) => return Err(refused(event, None)),
+            Placed::Later(event, placement, Short::Bytes) => (event, placement),
         };
-        let (partition, key, reservation) = match target {
-            Some((partition, key)) => {
-                match try_acquire(&partition.shared.slots, &self.core.budget, size) {
-                    Some(r) => (partition.clone(), key, r),
-                    None => return Err(refused(event, None)),
-                }
+        // Short of bytes: maybe only because partitions hold some as credit. Take it back and
+        // try once more, with bytes straight from the budget.
+        self.sweep_credits();
+        let found = match placement {
+            Placement::Wait(partition, key) => {
+                try_acquire(&partition.shared.inbox, &self.core.budget, size)
+                    .map(|reservation| (partition, key, reservation))
             }
-            None => match self.try_reserve_automatic(&set, size) {
-                Some((partition, r)) => (partition, None, r),
-                None => return Err(refused(event, None)),
-            },
+            Placement::WaitAny => self
+                .try_reserve_automatic(&set, size)
+                .map(|(partition, reservation)| (partition, None, reservation)),
         };
-        match self.push(&partition, event.clone(), key, reservation) {
+        let Some((partition, key, reservation)) = found else {
+            return Err(refused(event, None));
+        };
+        let needs = Needs {
+            slot: false,
+            bytes: 0,
+        };
+        match self.push(&partition, event, key, reservation, needs) {
             Ok(total) => Ok(total),
-            Err(e) => Err(refused(event, Some(e))),
+            Err(refusal) => Err(refused(
+                refusal.into_queued().event,
+                Some(Self::closed_error()),
+            )),
         }
     }
 
@@ -808,7 +1039,7 @@ impl BufferedProducerClient {
         let mut waits = Vec::new();
         for partition in &set.partitions {
             let (ack, done) = oneshot::channel();
-            if partition.commands.send(command(ack)).is_ok() {
+            if partition.shared.inbox.push_command(command(ack)).is_ok() {
                 waits.push(done);
             }
         }
@@ -882,8 +1113,9 @@ impl BufferedProducerClient {
         for partition in &set.partitions {
             let (ack, done) = oneshot::channel();
             if partition
-                .commands
-                .send(Command::Close { abandon, done: ack })
+                .shared
+                .inbox
+                .push_command(Command::Close { abandon, done: ack })
                 .is_ok()
             {
                 let partition = partition.clone();
@@ -919,7 +1151,7 @@ impl BufferedProducerClient {
     pub fn buffered_event_count(&self, partition_id: &str) -> usize {
         self.current_partitions()
             .get(partition_id)
-            .map_or(0, |p| p.shared.buffered.load(Ordering::SeqCst))
+            .map_or(0, |p| p.shared.inbox.buffered())
     }
 
     fn producer(&self) -> Result<&ProducerClient> {

@@ -4,7 +4,7 @@
 //! and hands every outcome, in send order, to the partition's reporter.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,10 +15,11 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::capacity::{release, ByteBudget, Reservation};
+use super::capacity::{release, ByteBudget, EventSpace, Reservation};
 use super::handlers::{
     run_reporter, Backlog, BufferedProducerHandler, Report, SendFailedContext, SendSucceededContext,
 };
+use super::inbox::Inbox;
 use super::sender::BatchSender;
 use crate::amqp::message::encode_batch_event;
 use crate::batch::{BatchTarget, EventDataBatch};
@@ -28,12 +29,31 @@ use crate::idempotence::PublishedSequenceNumbers;
 
 mod resplit;
 
-/// An event on its way to a partition.
+/// An event on its way to a partition. Kept to 64 bytes, one cache line, because the inbox
+/// hands every one from the enqueuing core to the actor's: the key as a boxed `str` (16 bytes,
+/// not 24), the space as an `EventSpace` (8, not 16). (No enqueue time: reading the clock for
+/// every event cost more than the rest of the enqueue's bookkeeping; the actor reads it once
+/// per burst it takes, see `Actor::received_at`.) Aligned, so that it never straddles two.
+#[repr(align(64))]
 pub(crate) struct Queued {
     pub event: EventData,
-    pub key: Option<String>,
-    pub reservation: Reservation,
-    pub enqueued_at: Instant,
+    key: Option<Box<str>>,
+    pub space: EventSpace,
+}
+
+impl Queued {
+    pub(crate) fn new(event: EventData, key: Option<String>, reservation: Reservation) -> Self {
+        Self {
+            event,
+            key: key.map(String::into_boxed_str),
+            space: reservation.into(),
+        }
+    }
+
+    /// The event, its partition key and the space it holds.
+    pub(crate) fn into_parts(self) -> (EventData, Option<String>, Reservation) {
+        (self.event, self.key.map(String::from), self.space.into())
+    }
 }
 
 /// What a partition's queue carries.
@@ -52,10 +72,6 @@ pub(crate) enum Command {
 #[derive(Debug)]
 pub(crate) struct PartitionShared {
     pub id: String,
-    /// Free event slots of this partition.
-    pub slots: Arc<Semaphore>,
-    /// Events enqueued to this partition and not yet sent or failed.
-    pub buffered: AtomicUsize,
     /// Whether the last send of this partition failed (automatic routing avoids it).
     pub failing: AtomicBool,
     /// The reporter's state: reports waiting, and the handler call running now.
@@ -63,6 +79,9 @@ pub(crate) struct PartitionShared {
     /// Told when close stops waiting for this partition (its handler is stuck): the actor
     /// then reports everything it still holds as abandoned and stops.
     pub give_up: tokio::sync::Notify,
+    /// Commands on their way to the actor; also the partition's free slots, its count of
+    /// buffered events and its byte credit.
+    pub inbox: Inbox,
 }
 
 /// Settings and resources every actor of a producer shares.
@@ -77,6 +96,18 @@ pub(crate) struct ActorSettings {
     pub global_sends: Arc<Semaphore>,
     pub total_buffered: Arc<AtomicUsize>,
     pub budget: ByteBudget,
+    /// When the partition list is next read, in milliseconds since `epoch`; `u64::MAX` while a
+    /// read is running. Actors check it as they take enqueued events (see `Actor::take`).
+    pub next_refresh_ms: AtomicU64,
+    pub epoch: Instant,
+}
+
+impl ActorSettings {
+    /// Whether the partition list is due to be read again: one atomic load.
+    pub(crate) fn refresh_due(&self, now: Instant) -> bool {
+        let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
+        now_ms >= self.next_refresh_ms.load(Ordering::Relaxed)
+    }
 }
 
 /// Starts the actor and reporter of one partition; returns what the producer keeps of it.
@@ -84,17 +115,15 @@ pub(crate) fn spawn(
     id: String,
     max_buffered_events: usize,
     settings: Arc<ActorSettings>,
-) -> (Arc<PartitionShared>, mpsc::UnboundedSender<Command>) {
+) -> Arc<PartitionShared> {
     let backlog = Arc::new(Backlog::default());
     let shared = Arc::new(PartitionShared {
         id,
-        slots: Arc::new(Semaphore::new(max_buffered_events)),
-        buffered: AtomicUsize::new(0),
         failing: AtomicBool::new(false),
         reporter: backlog.clone(),
         give_up: tokio::sync::Notify::new(),
+        inbox: Inbox::new(max_buffered_events),
     });
-    let (commands_tx, commands) = mpsc::unbounded_channel();
     let (reports, reports_rx) = mpsc::unbounded_channel();
     tokio::spawn(run_reporter(
         settings.handler.clone(),
@@ -106,13 +135,15 @@ pub(crate) fn spawn(
     let actor = Actor {
         shared: shared.clone(),
         settings,
-        commands,
+        pending: VecDeque::new(),
+        received_at: Instant::now(),
         commands_done: false,
         reports,
         backlog,
         backlog_limit,
         max_size: None,
         building: None,
+        last_batch_len: 0,
         ready: VecDeque::new(),
         in_flight: FuturesOrdered::new(),
         in_flight_events: VecDeque::new(),
@@ -122,7 +153,7 @@ pub(crate) fn spawn(
         close_waiters: Vec::new(),
     };
     tokio::spawn(actor.run());
-    (shared, commands_tx)
+    shared
 }
 
 struct Building {
@@ -155,8 +186,12 @@ type Sending = BoxFuture<'static, (u64, Result<Option<PublishedSequenceNumbers>>
 struct Actor {
     shared: Arc<PartitionShared>,
     settings: Arc<ActorSettings>,
-    commands: mpsc::UnboundedReceiver<Command>,
-    /// The queue is closed and empty: no more commands will come.
+    /// Commands taken from the inbox and not yet handled, in order.
+    pending: VecDeque<Command>,
+    /// When the commands in `pending` were taken: stands for the enqueue time of their events
+    /// (a batch's `max_wait_time` counts from its first event's). At most one burst late.
+    received_at: Instant,
+    /// The inbox is closed and empty: no more commands will come.
     commands_done: bool,
     reports: mpsc::UnboundedSender<Report>,
     backlog: Arc<Backlog>,
@@ -164,6 +199,8 @@ struct Actor {
     /// The partition link's max-message-size, learned on the first event.
     max_size: Option<usize>,
     building: Option<Building>,
+    /// Events in the batch sealed last: the next one is sized for as many.
+    last_batch_len: usize,
     ready: VecDeque<Sealed>,
     in_flight: FuturesOrdered<Sending>,
     /// Events of the batches in flight, in send order.
@@ -194,6 +231,9 @@ async fn sleep_until_some(deadline: Option<Instant>) {
 impl Actor {
     async fn run(mut self) {
         loop {
+            if self.handle_pending().await {
+                break;
+            }
             self.seal_if_nothing_more_can_come();
             self.dispatch_ready();
             if self.is_finished() {
@@ -226,23 +266,41 @@ impl Actor {
                     self.abandon();
                     break;
                 }
-                // Read even while sealed batches wait for a send slot: a close_abandoning must
-                // not wait behind a send that hangs (memory stays bounded by the slots).
-                command = self.commands.recv(), if !self.commands_done => match command {
-                    Some(command) => {
-                        if self.on_command(command).await || self.drain_burst().await {
-                            break;
-                        }
-                    }
-                    None => {
+                // Commands already taken are handled one per turn while a sealed batch waits
+                // for a send slot: a close_abandoning must not wait behind a send that hangs
+                // (memory stays bounded by the slots).
+                _ = std::future::ready(()), if !self.pending.is_empty() => {}
+                open = shared.inbox.recv(&mut self.pending), if self.pending.is_empty() && !self.commands_done => {
+                    if open {
+                        self.took_commands();
+                    } else {
                         self.commands_done = true;
                         self.seal();
                     }
-                },
+                }
             }
         }
         for done in self.close_waiters.drain(..) {
             let _ = self.reports.send(Report::Barrier(done));
+        }
+        // Nothing comes any more: what credit of the byte budget the partition holds, and the
+        // inbox's memory, go back.
+        self.settings
+            .budget
+            .give_back(self.shared.inbox.take_credit());
+        self.shared.inbox.shrink();
+    }
+
+    /// Commands were just taken from the inbox: notes the time, for the batches they start,
+    /// and reads the partition list again when that is due (taking enqueued events is what
+    /// keeps the list fresh; an idle producer does nothing).
+    fn took_commands(&mut self) {
+        let now = Instant::now();
+        self.received_at = now;
+        if self.settings.refresh_due(now) {
+            if let Some(producer) = self.settings.producer.upgrade() {
+                producer.refresh_if_due(now);
+            }
         }
     }
 
@@ -252,8 +310,9 @@ impl Actor {
     fn seal_if_nothing_more_can_come(&mut self) {
         if self.building.is_some()
             && self.ready.is_empty()
-            && self.commands.is_empty()
-            && self.shared.slots.available_permits() == 0
+            && self.pending.is_empty()
+            && !self.shared.inbox.may_have_room()
+            && self.shared.inbox.is_full_and_empty()
         {
             self.seal();
         }
@@ -267,48 +326,42 @@ impl Actor {
             && self.in_flight.is_empty()
     }
 
-    /// Takes the commands already queued, up to a bound, without going back to `select!`:
-    /// under load this turns one wake-up per event into one per burst. Stops early when a
-    /// batch is sealed (it must be sent first) and after `MAX_BURST` commands, so completions
-    /// are not held up. True when the actor must stop at once (abandoned).
-    async fn drain_burst(&mut self) -> bool {
+    /// Handles the commands taken from the inbox, without going back to `select!` between
+    /// them: at least one, then until a batch is sealed (it must be sent first) or after
+    /// `MAX_BURST` commands, so completions are not held up. True when the actor must stop at
+    /// once (abandoned).
+    async fn handle_pending(&mut self) -> bool {
         const MAX_BURST: usize = 1024;
         for _ in 0..MAX_BURST {
+            let Some(command) = self.pending.pop_front() else {
+                break;
+            };
+            match command {
+                // Synchronous once the batch size limit is known: no future per event.
+                Command::Event(queued) => match self.max_size {
+                    Some(max_size) => self.add(queued, max_size),
+                    None => self.add_first(queued).await,
+                },
+                Command::Flush(ack) => self.flush(ack),
+                Command::Close {
+                    abandon: false,
+                    done,
+                } => {
+                    self.close_waiters.push(done);
+                    // Events already queued are still taken; new ones are refused.
+                    self.shared.inbox.close();
+                }
+                Command::Close {
+                    abandon: true,
+                    done,
+                } => {
+                    self.close_waiters.push(done);
+                    self.abandon();
+                    return true;
+                }
+            }
             if !self.ready.is_empty() {
                 break;
-            }
-            match self.commands.try_recv() {
-                Ok(command) => {
-                    if self.on_command(command).await {
-                        return true;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        false
-    }
-
-    /// Handles one command; true when the actor must stop at once (abandoned).
-    async fn on_command(&mut self, command: Command) -> bool {
-        match command {
-            Command::Event(queued) => self.add(queued).await,
-            Command::Flush(ack) => self.flush(ack),
-            Command::Close {
-                abandon: false,
-                done,
-            } => {
-                self.close_waiters.push(done);
-                // Events already queued are still taken; new ones are refused.
-                self.commands.close();
-            }
-            Command::Close {
-                abandon: true,
-                done,
-            } => {
-                self.close_waiters.push(done);
-                self.abandon();
-                return true;
             }
         }
         false
@@ -329,28 +382,33 @@ impl Actor {
     }
 
     fn new_building(&self, max_size: usize, oldest: Instant) -> Building {
+        let mut batch =
+            EventDataBatch::new(BatchTarget::Partition(self.shared.id.clone()), max_size);
+        // Sized like the last batch: growing its vectors event by event copied them over and
+        // over (and, past glibc's mmap threshold, faulted in fresh pages each time).
+        batch.reserve(self.last_batch_len);
         Building {
-            batch: EventDataBatch::new(BatchTarget::Partition(self.shared.id.clone()), max_size),
-            keys: Vec::new(),
+            batch,
+            keys: Vec::with_capacity(self.last_batch_len),
             reservation: Reservation::default(),
             oldest,
         }
     }
 
-    async fn add(&mut self, queued: Queued) {
-        let Queued {
-            event,
-            key,
-            reservation,
-            enqueued_at,
-        } = queued;
-        let max_size = match self.max_size().await {
-            Ok(size) => size,
+    /// Adds the first event, asking the connection layer for the batch size limit first.
+    async fn add_first(&mut self, queued: Queued) {
+        match self.max_size().await {
+            Ok(max_size) => self.add(queued, max_size),
             Err(e) => {
+                let (event, key, reservation) = queued.into_parts();
                 self.fail_now(vec![event], vec![key], reservation, Arc::new(e));
-                return;
             }
-        };
+        }
+    }
+
+    fn add(&mut self, queued: Queued, max_size: usize) {
+        let (event, key, reservation) = queued.into_parts();
+        let enqueued_at = self.received_at;
         let encoded = self.encode(&key, &event);
         if self.building.is_none() {
             self.building = Some(self.new_building(max_size, enqueued_at));
@@ -401,6 +459,7 @@ impl Actor {
     /// Seals the batch being built, if any, for sending.
     fn seal(&mut self) {
         if let Some(building) = self.building.take() {
+            self.last_batch_len = building.batch.len();
             let seq = self.next_seq;
             self.next_seq += 1;
             self.ready.push_back(Sealed {
@@ -467,11 +526,15 @@ impl Actor {
     fn release(&self, count: usize, reservation: Reservation) {
         // Counts first: an enqueuer woken by the freed space must not be counted on top of
         // the events it replaces (the counts would briefly exceed the partition's limit).
-        self.shared.buffered.fetch_sub(count, Ordering::SeqCst);
         self.settings
             .total_buffered
             .fetch_sub(count, Ordering::SeqCst);
-        release(&self.shared.slots, &self.settings.budget, reservation);
+        release(
+            &self.shared.inbox,
+            &self.settings.budget,
+            count,
+            reservation,
+        );
     }
 
     fn report(&self, report: Report) {
@@ -505,7 +568,10 @@ impl Actor {
         match (pieces, result) {
             (Some(pieces), _) => self.report_pieces(events, keys, &pieces),
             (None, Ok(published_sequence_numbers)) => {
-                self.shared.failing.store(false, Ordering::SeqCst);
+                // Only on a change: enqueuers of every core read this line.
+                if self.shared.failing.load(Ordering::Relaxed) {
+                    self.shared.failing.store(false, Ordering::SeqCst);
+                }
                 self.report(Report::Succeeded(SendSucceededContext {
                     partition_id,
                     events,
@@ -559,16 +625,18 @@ impl Actor {
 
     /// Stops at once: everything not yet published is reported as abandoned.
     fn abandon(&mut self) {
-        self.commands.close();
+        self.shared.inbox.close();
+        self.shared.inbox.take_all(&mut self.pending);
         let mut queued_events = Vec::new();
         let mut queued_keys = Vec::new();
         let mut queued_space = Reservation::default();
-        while let Ok(command) = self.commands.try_recv() {
+        while let Some(command) = self.pending.pop_front() {
             match command {
                 Command::Event(queued) => {
-                    queued_events.push(queued.event);
-                    queued_keys.push(queued.key);
-                    queued_space.merge(queued.reservation);
+                    let (event, key, reservation) = queued.into_parts();
+                    queued_events.push(event);
+                    queued_keys.push(key);
+                    queued_space.merge(reservation);
                 }
                 Command::Flush(ack) => self.flush_waiters.push_back((u64::MAX, ack)),
                 Command::Close { done, .. } => self.close_waiters.push(done),
