@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 
 use tokio::sync::Notify;
 
@@ -29,22 +29,30 @@ pub(crate) enum Refused {
     NoSlot(Queued),
     /// The byte budget has no room for the event right now.
     NoBytes(Queued),
+    /// Another enqueue held the lock, and the caller asked not to wait for it.
+    Busy(Queued),
 }
 
 impl Refused {
     /// The event and what it still holds.
     pub(crate) fn into_queued(self) -> Queued {
         match self {
-            Self::Closed(queued) | Self::NoSlot(queued) | Self::NoBytes(queued) => queued,
+            Self::Closed(queued)
+            | Self::NoSlot(queued)
+            | Self::NoBytes(queued)
+            | Self::Busy(queued) => queued,
         }
     }
 }
 
-/// What a queued event still needs to take: a slot of the partition, bytes of the budget.
+/// What a queued event still needs to take: a slot of the partition, bytes of the budget;
+/// and whether to wait for the lock when another enqueue holds it (automatic routing would
+/// rather try another partition, see `BufferedProducerClient::place_automatic`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Needs {
     pub slot: bool,
     pub bytes: usize,
+    pub wait_for_lock: bool,
 }
 
 /// Everything an enqueue reads and writes, with the lock word, fits one cache line (64 bytes:
@@ -134,7 +142,15 @@ impl Inbox {
         needs: Needs,
         budget: &ByteBudget,
     ) -> Result<(), Refused> {
-        let mut state = self.lock();
+        let mut state = if needs.wait_for_lock {
+            self.lock()
+        } else {
+            match self.state.try_lock() {
+                Ok(state) => state,
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => return Err(Refused::Busy(queued)),
+            }
+        };
         if state.closed {
             return Err(Refused::Closed(queued));
         }

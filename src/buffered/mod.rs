@@ -92,6 +92,8 @@ enum Placed {
 enum Short {
     Slots,
     Bytes,
+    /// The partition's lock was held by another enqueue (only when not waiting for it).
+    Busy,
 }
 
 /// What the producer keeps of one partition.
@@ -785,8 +787,10 @@ impl BufferedProducerClient {
             Ok(()) => Ok(total),
             Err(mut refused) => {
                 settings.total_buffered.fetch_sub(1, Ordering::SeqCst);
-                let (Refused::Closed(queued) | Refused::NoSlot(queued) | Refused::NoBytes(queued)) =
-                    &mut refused;
+                let (Refused::Closed(queued)
+                | Refused::NoSlot(queued)
+                | Refused::NoBytes(queued)
+                | Refused::Busy(queued)) = &mut refused;
                 let space = std::mem::take(&mut queued.space);
                 release(&partition.shared.inbox, &settings.budget, 0, space.into());
                 Err(refused)
@@ -805,23 +809,27 @@ impl BufferedProducerClient {
         let needs = Needs {
             slot: false,
             bytes: 0,
+            wait_for_lock: true,
         };
         self.push(partition, event, key, reservation, needs)
             .map_err(|_| Self::closed_error())
     }
 
     /// Enqueues into `partition` if it has room now, a slot and bytes (from the partition's
-    /// credit) taken under its inbox lock. Otherwise the event comes back with what was short.
+    /// credit) taken under its inbox lock. Otherwise the event comes back with what was short
+    /// (or with `Short::Busy` when another enqueue held the lock and `wait_for_lock` is false).
     fn try_push(
         &self,
         partition: &PartitionHandle,
         event: EventData,
         key: Option<String>,
         size: usize,
+        wait_for_lock: bool,
     ) -> std::result::Result<Placed, (EventData, Option<String>, Short)> {
         let needs = Needs {
             slot: true,
             bytes: self.core.budget.permits_for(size),
+            wait_for_lock,
         };
         match self.push(partition, event, key, Reservation::default(), needs) {
             Ok(total) => Ok(Placed::Done(total)),
@@ -833,6 +841,10 @@ impl BufferedProducerClient {
             Err(refused @ Refused::NoBytes(_)) => {
                 let (event, key, _) = refused.into_queued().into_parts();
                 Err((event, key, Short::Bytes))
+            }
+            Err(refused @ Refused::Busy(_)) => {
+                let (event, key, _) = refused.into_queued().into_parts();
+                Err((event, key, Short::Busy))
             }
         }
     }
@@ -856,7 +868,7 @@ impl BufferedProducerClient {
             Some((partition, key)) if in_handler => {
                 Placed::Later(event, Placement::Wait(partition.clone(), key), Short::Slots)
             }
-            Some((partition, key)) => match self.try_push(partition, event, key, size) {
+            Some((partition, key)) => match self.try_push(partition, event, key, size, true) {
                 Ok(placed) => placed,
                 Err((event, key, short)) => {
                     Placed::Later(event, Placement::Wait(partition.clone(), key), short)
@@ -867,26 +879,41 @@ impl BufferedProducerClient {
         }
     }
 
-    /// A healthy partition with room now, else a failing one with room; never waits.
+    /// A healthy partition with room now, else a failing one with room; never waits for room.
+    ///
+    /// A partition whose lock another enqueue holds is passed over for the next one, and only
+    /// waited for if no other partition takes the event: enqueuers on different cores that
+    /// happen to pick the same partition would otherwise queue up behind one another and then
+    /// keep moving through the partitions in step, colliding on every event.
     fn place_automatic(&self, set: &PartitionSet, mut event: EventData, size: usize) -> Placed {
         let count = set.partitions.len();
         if count > 0 {
             let first = self.core.round_robin.order(count).next().unwrap_or(0);
             for want_failing in [false, true] {
-                for i in (0..count).map(|i| (first + i) % count) {
-                    let partition = &set.partitions[i];
-                    if partition.shared.failing.load(Ordering::Relaxed) != want_failing
-                        || !partition.shared.inbox.may_have_room()
-                    {
-                        continue;
+                let mut passed_over = false;
+                for wait_for_lock in [false, true] {
+                    if wait_for_lock && !passed_over {
+                        break;
                     }
-                    match self.try_push(partition, event, None, size) {
-                        Ok(placed) => return placed,
-                        // The budget is shared: no other partition has bytes either.
-                        Err((event, _, Short::Bytes)) => {
-                            return Placed::Later(event, Placement::WaitAny, Short::Bytes)
+                    for i in (0..count).map(|i| (first + i) % count) {
+                        let partition = &set.partitions[i];
+                        if partition.shared.failing.load(Ordering::Relaxed) != want_failing
+                            || !partition.shared.inbox.may_have_room()
+                        {
+                            continue;
                         }
-                        Err((back, _, Short::Slots)) => event = back,
+                        match self.try_push(partition, event, None, size, wait_for_lock) {
+                            Ok(placed) => return placed,
+                            // The budget is shared: no other partition has bytes either.
+                            Err((event, _, Short::Bytes)) => {
+                                return Placed::Later(event, Placement::WaitAny, Short::Bytes)
+                            }
+                            Err((back, _, Short::Busy)) => {
+                                passed_over = true;
+                                event = back;
+                            }
+                            Err((back, _, Short::Slots)) => event = back,
+                        }
                     }
                 }
             }
@@ -986,7 +1013,10 @@ impl BufferedProducerClient {
         let (event, placement) = match self.place_now(&set, &options, event, size, false) {
             Placed::Done(total) => return Ok(total),
             Placed::Failed(event, e) => return Err(refused(event, Some(e))),
-            Placed::Later(event, _, Short::Slots) => return Err(refused(event, None)),
+            // (Busy does not come back from place_now: it waits for locks when it must.)
+            Placed::Later(event, _, Short::Slots | Short::Busy) => {
+                return Err(refused(event, None))
+            }
             Placed::Later(event, placement, Short::Bytes) => (event, placement),
         };
         // Short of bytes: maybe only because partitions hold some as credit. Take it back and
@@ -1007,6 +1037,7 @@ impl BufferedProducerClient {
         let needs = Needs {
             slot: false,
             bytes: 0,
+            wait_for_lock: true,
         };
         match self.push(&partition, event, key, reservation, needs) {
             Ok(total) => Ok(total),

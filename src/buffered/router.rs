@@ -2,6 +2,7 @@
 //! automatically, to a partition that has room and is not failing.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use eventhubs_partition_key::partition_index_for_key;
 
@@ -11,11 +12,16 @@ pub(crate) fn index_for_key(key: &str, count: usize) -> usize {
     partition_index_for_key(key, count)
 }
 
+/// Where each new thread's automatic placements start: one further than the previous
+/// thread's, so that threads enqueueing at the same pace go through the partitions side by
+/// side rather than in step on the same partition.
+static FIRST_START: AtomicUsize = AtomicUsize::new(0);
+
 thread_local! {
     /// Where the next automatic placement on this thread starts. Per thread rather than one
     /// shared counter: enqueuers on different cores then never contend for one cache line,
     /// and each thread still cycles through every partition, so the load spreads evenly.
-    static NEXT_START: Cell<usize> = const { Cell::new(0) };
+    static NEXT_START: Cell<usize> = Cell::new(FIRST_START.fetch_add(1, Ordering::Relaxed));
 }
 
 /// Round-robin start points for automatic routing, so load spreads evenly.
