@@ -564,10 +564,36 @@ impl Actor {
         };
         debug_assert_eq!(sent_seq, seq);
         self.release(events.len(), reservation);
+        match pieces {
+            Some(pieces) => self.report_pieces(events, keys, &pieces),
+            None => self.report_outcome(events, keys, result),
+        }
+        self.completed_seq = seq;
+        while self
+            .flush_waiters
+            .front()
+            .is_some_and(|(target, _)| *target <= seq)
+        {
+            if let Some((_, ack)) = self.flush_waiters.pop_front() {
+                let _ = self.reports.send(Report::Barrier(ack));
+            }
+        }
+    }
+
+    /// Reports the outcome of a send of `events` (a whole batch, or a piece of one) and keeps
+    /// the partition's failing flag, which automatic routing reads, up to date.
+    fn report_outcome(
+        &self,
+        events: Vec<EventData>,
+        keys: Vec<Option<String>>,
+        result: Result<Option<PublishedSequenceNumbers>>,
+    ) {
+        if events.is_empty() {
+            return;
+        }
         let partition_id = self.shared.id.clone();
-        match (pieces, result) {
-            (Some(pieces), _) => self.report_pieces(events, keys, &pieces),
-            (None, Ok(published_sequence_numbers)) => {
+        match result {
+            Ok(published_sequence_numbers) => {
                 // Only on a change: enqueuers of every core read this line.
                 if self.shared.failing.load(Ordering::Relaxed) {
                     self.shared.failing.store(false, Ordering::SeqCst);
@@ -580,7 +606,7 @@ impl Actor {
                     producer: None,
                 }));
             }
-            (None, Err(error)) => {
+            Err(error) => {
                 self.shared.failing.store(true, Ordering::SeqCst);
                 tracing::error!(partition = %partition_id, events = events.len(), error = %error, "batch not published");
                 self.report(Report::Failed(SendFailedContext {
@@ -590,16 +616,6 @@ impl Actor {
                     error: Arc::new(error),
                     producer: None,
                 }));
-            }
-        }
-        self.completed_seq = seq;
-        while self
-            .flush_waiters
-            .front()
-            .is_some_and(|(target, _)| *target <= seq)
-        {
-            if let Some((_, ack)) = self.flush_waiters.pop_front() {
-                let _ = self.reports.send(Report::Barrier(ack));
             }
         }
     }

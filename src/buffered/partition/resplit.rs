@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::FutureExt;
 
-use super::{Actor, BatchSender, Report, SendFailedContext, SendSucceededContext};
+use super::{Actor, BatchSender};
 use crate::amqp::message::data_section_size;
 use crate::batch::{message_too_large, BatchTarget, EventDataBatch};
 use crate::error::{Error, ErrorKind, Result};
@@ -152,7 +152,7 @@ impl Actor {
             let count = count.min(events.len());
             let rest_events = events.split_off(count);
             let rest_keys = keys.split_off(count.min(keys.len()));
-            self.report_piece(
+            self.report_outcome(
                 std::mem::replace(&mut events, rest_events),
                 std::mem::replace(&mut keys, rest_keys),
                 result,
@@ -164,46 +164,7 @@ impl Actor {
                 ErrorKind::ServiceError,
                 "the batch was refused as too large and could not be sent again",
             );
-            self.report_piece(events, keys, Err(error));
-        }
-    }
-
-    fn report_piece(
-        &self,
-        events: Vec<EventData>,
-        keys: Vec<Option<String>>,
-        result: Result<Option<PublishedSequenceNumbers>>,
-    ) {
-        if events.is_empty() {
-            return;
-        }
-        let partition_id = self.shared.id.clone();
-        match result {
-            Ok(published_sequence_numbers) => {
-                self.shared
-                    .failing
-                    .store(false, std::sync::atomic::Ordering::SeqCst);
-                self.report(Report::Succeeded(SendSucceededContext {
-                    partition_id,
-                    events,
-                    partition_keys: keys,
-                    published_sequence_numbers,
-                    producer: None,
-                }));
-            }
-            Err(error) => {
-                self.shared
-                    .failing
-                    .store(true, std::sync::atomic::Ordering::SeqCst);
-                tracing::error!(partition = %partition_id, events = events.len(), error = %error, "events not published");
-                self.report(Report::Failed(SendFailedContext {
-                    partition_id,
-                    events,
-                    partition_keys: keys,
-                    error: Arc::new(error),
-                    producer: None,
-                }));
-            }
+            self.report_outcome(events, keys, Err(error));
         }
     }
 }
