@@ -1,189 +1,20 @@
-//! Buffer space: a count of events per partition and a byte budget shared by all partitions.
-//! Space is held from enqueue until the event's batch is sent (or failed), then given back.
-//! A partition's free slots live in its inbox (see `inbox.rs`), the budget's bytes in a
-//! semaphore with a per-partition credit in front of it (see [`ByteBudget`]).
+//! Waiting for and giving back buffer space: a slot of the partition (in its inbox) and
+//! bytes of the shared budget, taken together for one event, cancel-safe, and given back
+//! together when its batch is done. The units themselves are in `budget.rs`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-
-use tokio::sync::{Semaphore, SemaphorePermit, TryAcquireError};
-
+use super::budget::{ByteBudget, Reservation};
 use super::inbox::Inbox;
 use crate::event::{EventData, PropertyValue};
-
-/// Space held by one or more buffered events, as counts of the partition's slots and of the
-/// byte budget's permits. It holds no reference to either: whoever holds it gives it back
-/// with [`release`] (the actor, once the batch is sent or failed). Counting instead of
-/// holding owned permits keeps reference-count traffic off the enqueue path.
-#[derive(Debug, Default)]
-#[must_use = "space must be given back with release()"]
-pub(crate) struct Reservation {
-    slots: usize,
-    bytes: usize,
-}
-
-impl Reservation {
-    /// Joins another reservation into this one (a batch holds one for all its events).
-    pub(crate) fn merge(&mut self, other: Reservation) {
-        self.slots += other.slots;
-        self.bytes += other.bytes;
-    }
-
-    /// A slot of the partition is now held for the event too.
-    pub(crate) fn add_slot(&mut self) {
-        self.slots += 1;
-    }
-
-    /// Bytes of the budget now held for the event too.
-    pub(crate) fn add_bytes(&mut self, bytes: usize) {
-        self.bytes += bytes;
-    }
-}
-
-/// The space one queued event holds, packed: with it, an event waiting in a partition's inbox
-/// takes one cache line (see `Queued`).
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct EventSpace {
-    bytes: u32,
-    slot: bool,
-}
-
-impl EventSpace {
-    /// A slot of the partition is now held for the event.
-    pub(crate) fn add_slot(&mut self) {
-        self.slot = true;
-    }
-
-    /// Bytes of the budget now held for the event (at most what `ByteBudget::permits_for`
-    /// gives one event).
-    pub(crate) fn add_bytes(&mut self, bytes: usize) {
-        self.bytes += u32::try_from(bytes).unwrap_or(u32::MAX);
-    }
-}
-
-impl From<Reservation> for EventSpace {
-    /// The space of one event (one slot at most, bytes as `ByteBudget::permits_for` gives).
-    fn from(reservation: Reservation) -> Self {
-        debug_assert!(reservation.slots <= 1);
-        Self {
-            bytes: u32::try_from(reservation.bytes).unwrap_or(u32::MAX),
-            slot: reservation.slots > 0,
-        }
-    }
-}
-
-impl From<EventSpace> for Reservation {
-    fn from(space: EventSpace) -> Self {
-        Self {
-            slots: usize::from(space.slot),
-            bytes: space.bytes as usize,
-        }
-    }
-}
 
 /// Gives the space of `reservation` back to the partition's slots and the byte budget; `count`
 /// events (those the reservation was for, 0 for events never queued) are no longer buffered.
 pub(crate) fn release(inbox: &Inbox, budget: &ByteBudget, count: usize, reservation: Reservation) {
     // Counts and slots first: an enqueuer woken by the freed space must not be counted on top
     // of the events it replaces (the counts would briefly exceed the partition's limit).
-    if count > 0 || reservation.slots > 0 {
-        inbox.release(count, reservation.slots);
+    if count > 0 || reservation.slots() > 0 {
+        inbox.release(count, reservation.slots());
     }
-    budget.give_back(reservation.bytes);
-}
-
-/// The byte budget, shared by every partition.
-///
-/// Taking an event's bytes from the shared semaphore would cost an atomic operation on one
-/// cache line that every enqueuer, on every core, writes. Instead each partition takes bytes
-/// in chunks, ahead of need, and keeps them as credit in its inbox (under the lock an enqueue
-/// takes anyway), so the shared semaphore is touched about once per chunk. Bytes still go
-/// back to the semaphore when a batch is released, so credit only ever holds what the
-/// partition's next events need. Credit is never allowed to keep anybody waiting: whoever
-/// would have to wait for bytes first marks itself as waiting and sweeps every partition's
-/// credit back ([`Self::waiting`]), and while someone waits, partitions take exactly what an
-/// event needs and nothing ahead.
-#[derive(Debug, Clone)]
-pub(crate) struct ByteBudget {
-    semaphore: Arc<Semaphore>,
-    max: usize,
-    /// Bytes a partition takes ahead of need: small next to the budget.
-    chunk: usize,
-    /// Enqueues waiting for bytes (or about to).
-    waiters: Arc<AtomicUsize>,
-}
-
-/// Marks an enqueue as waiting for bytes while it lives (dropped with a cancelled enqueue).
-pub(crate) struct Waiting(Arc<AtomicUsize>);
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl ByteBudget {
-    pub(crate) fn new(max: usize) -> Self {
-        let max = max.min(Semaphore::MAX_PERMITS);
-        Self {
-            semaphore: Arc::new(Semaphore::new(max)),
-            max,
-            // 64 KiB (some 400 small events) with the default 256 MiB budget; 1/64 of the
-            // budget when it is small, so that credit never holds much of it.
-            chunk: (max / 64).min(64 * 1024),
-            waiters: Arc::new(AtomicUsize::new(0)),
-        }
-    }
-
-    /// Permits an event of `size` bytes takes: never more than the whole budget (so that one
-    /// huge event can still pass, alone), nor more than a single acquire can ask for.
-    pub(crate) fn permits_for(&self, size: usize) -> usize {
-        size.clamp(1, self.max).min(u32::MAX as usize)
-    }
-
-    /// Tops `credit` (a partition's, under its inbox lock) up to at least `need` bytes from
-    /// the budget, with a chunk more when nobody waits for bytes; false when the budget has
-    /// no room for `need` now.
-    pub(crate) fn refill(&self, credit: &mut usize, need: usize) -> bool {
-        let missing = need.saturating_sub(*credit);
-        let take = |bytes: usize| {
-            u32::try_from(bytes)
-                .ok()
-                .and_then(|n| self.semaphore.try_acquire_many(n).ok())
-                .map(SemaphorePermit::forget)
-                .is_some()
-        };
-        let ahead = self.chunk;
-        let taken = if self.waiters.load(Ordering::SeqCst) == 0 && take(missing + ahead) {
-            missing + ahead
-        } else if take(missing) {
-            missing
-        } else {
-            return false;
-        };
-        *credit += taken;
-        // Someone started waiting meanwhile, after sweeping this partition (or it would have
-        // taken the credit): keep nothing ahead of need, as the waiter relies on.
-        if taken > missing && self.waiters.load(Ordering::SeqCst) > 0 {
-            self.semaphore.add_permits(*credit - need);
-            *credit = need;
-        }
-        true
-    }
-
-    /// Marks the caller as waiting for bytes, so that no partition takes bytes ahead of need
-    /// until it is dropped. Sweep the partitions' credit back after this, before waiting.
-    pub(crate) fn waiting(&self) -> Waiting {
-        self.waiters.fetch_add(1, Ordering::SeqCst);
-        Waiting(self.waiters.clone())
-    }
-
-    /// Gives bytes back to the budget (credit swept from the partitions).
-    pub(crate) fn give_back(&self, bytes: usize) {
-        if bytes > 0 {
-            self.semaphore.add_permits(bytes);
-        }
-    }
+    budget.give_back(reservation.bytes());
 }
 
 /// Roughly how many bytes an event occupies while buffered: body, properties, identifiers
@@ -224,27 +55,9 @@ impl SlotGuard<'_> {
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
         if let Some(reservation) = self.reservation.take() {
-            self.inbox.release(0, reservation.slots);
+            self.inbox.release(0, reservation.slots());
         }
     }
-}
-
-/// Takes `permits` bytes of the budget: now if it has room, else after marking the caller as
-/// waiting and calling `sweep` (which gives every partition's credit back) and waiting.
-/// Cancel-safe.
-async fn bytes(budget: &ByteBudget, permits: u32, sweep: &(dyn Fn() + Sync)) -> Option<usize> {
-    let permit = match budget.semaphore.try_acquire_many(permits) {
-        Ok(permit) => permit,
-        Err(TryAcquireError::Closed) => return None,
-        Err(TryAcquireError::NoPermits) => {
-            let _waiting = budget.waiting();
-            sweep();
-            budget.semaphore.acquire_many(permits).await.ok()?
-        }
-    };
-    let taken = permit.num_permits();
-    permit.forget();
-    Some(taken)
 }
 
 /// Waits for space for one event of `size` bytes in the partition (`inbox`) and the byte
@@ -261,7 +74,7 @@ pub(crate) async fn acquire(
         inbox,
         reservation: Some(inbox.take_slot().await),
     };
-    let taken = bytes(budget, budget.permits_for(size) as u32, sweep).await?;
+    let taken = budget.take(size, sweep).await?;
     let mut reservation = slot.keep();
     reservation.add_bytes(taken);
     Some(reservation)
@@ -274,13 +87,9 @@ pub(crate) fn try_acquire(inbox: &Inbox, budget: &ByteBudget, size: usize) -> Op
         inbox,
         reservation: Some(inbox.try_take_slot()?),
     };
-    let permit = budget
-        .semaphore
-        .try_acquire_many(budget.permits_for(size) as u32)
-        .ok()?;
+    let taken = budget.try_take(size)?;
     let mut reservation = slot.keep();
-    reservation.add_bytes(permit.num_permits());
-    permit.forget();
+    reservation.add_bytes(taken);
     Some(reservation)
 }
 
@@ -288,12 +97,8 @@ pub(crate) fn try_acquire(inbox: &Inbox, budget: &ByteBudget, size: usize) -> Op
 /// The handler's batch has just given back at least as much, so the overdraft is bounded.
 pub(crate) fn acquire_for_handler(inbox: &Inbox, budget: &ByteBudget, size: usize) -> Reservation {
     let mut reservation = inbox.try_take_slot().unwrap_or_default();
-    if let Ok(bytes) = budget
-        .semaphore
-        .try_acquire_many(budget.permits_for(size) as u32)
-    {
-        reservation.add_bytes(bytes.num_permits());
-        bytes.forget();
+    if let Some(taken) = budget.try_take(size) {
+        reservation.add_bytes(taken);
     }
     reservation
 }
@@ -313,10 +118,10 @@ mod tests {
             "no event slot left"
         );
         a.merge(b);
-        assert_eq!(budget.semaphore.available_permits(), 200);
+        assert_eq!(budget.available(), 200);
         release(&events, &budget, 0, a);
         assert!(events.try_take_slot().is_some() && events.try_take_slot().is_some());
-        assert_eq!(budget.semaphore.available_permits(), 1000);
+        assert_eq!(budget.available(), 1000);
     }
 
     #[tokio::test]
@@ -326,9 +131,9 @@ mod tests {
         let r = acquire(&events, &budget, 5000, &|| {})
             .await
             .expect("passes alone");
-        assert_eq!(budget.semaphore.available_permits(), 0);
+        assert_eq!(budget.available(), 0);
         release(&events, &budget, 0, r);
-        assert_eq!(budget.semaphore.available_permits(), 1000);
+        assert_eq!(budget.available(), 1000);
     }
 
     #[tokio::test]
@@ -343,13 +148,13 @@ mod tests {
         )
         .await;
         assert!(waiting.is_err());
-        assert_eq!(budget.semaphore.available_permits(), 5);
+        assert_eq!(budget.available(), 5);
         assert!(
             events.may_have_room(),
             "the waiting acquire's slot came back"
         );
         release(&events, &budget, 0, held);
-        assert_eq!(budget.semaphore.available_permits(), 1000);
+        assert_eq!(budget.available(), 1000);
     }
 
     #[test]
@@ -357,22 +162,10 @@ mod tests {
         let events = Inbox::new(0);
         let budget = ByteBudget::new(65536);
         let r = acquire_for_handler(&events, &budget, 10);
-        assert_eq!(r.slots, 0);
-        assert_eq!(r.bytes, 10);
+        assert_eq!(r.slots(), 0);
+        assert_eq!(r.bytes(), 10);
         release(&events, &budget, 0, r);
         assert!(!events.may_have_room(), "nothing taken, nothing given back");
-    }
-
-    #[test]
-    fn credit_is_taken_ahead_unless_someone_waits() {
-        let budget = ByteBudget::new(64 * 64 * 1024);
-        let mut credit = 0;
-        assert!(budget.refill(&mut credit, 100));
-        assert_eq!(credit, 100 + 64 * 1024, "a chunk ahead");
-        let _waiting = budget.waiting();
-        let mut other = 0;
-        assert!(budget.refill(&mut other, 100));
-        assert_eq!(other, 100, "exactly what is needed while someone waits");
     }
 
     #[test]

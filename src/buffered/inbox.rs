@@ -18,8 +18,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 
 use tokio::sync::Notify;
 
-use super::capacity::{ByteBudget, Reservation};
-use super::partition::{Command, Queued};
+use super::budget::{ByteBudget, Reservation};
+use super::command::{Command, Queued};
 
 /// Why an event was not queued; the event comes back with it, holding what it held before.
 pub(crate) enum Refused {

@@ -12,9 +12,10 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::FutureExt;
 
-use super::{Actor, BatchSender};
+use super::Actor;
 use crate::amqp::message::data_section_size;
 use crate::batch::{message_too_large, BatchTarget, EventDataBatch};
+use crate::buffered::sender::BatchSender;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::EventData;
 use crate::idempotence::PublishedSequenceNumbers;

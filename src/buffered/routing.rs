@@ -4,7 +4,14 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use std::sync::Arc;
+
 use eventhubs_partition_key::partition_index_for_key;
+
+use super::options::EnqueueOptions;
+use super::partitions::{PartitionHandle, PartitionSet};
+use crate::batch::{batch_target, BatchTarget};
+use crate::error::{Error, ErrorKind, Result};
 
 /// The index of the partition the service would pick for `key` among `count` partitions
 /// (ids in the service's order).
@@ -41,6 +48,47 @@ impl RoundRobin {
             })
         };
         (0..count).map(move |i| (start + i) % count)
+    }
+}
+
+/// Where an event goes, checking the options: an error names what is wrong.
+pub(crate) fn resolve<'a>(
+    set: &'a PartitionSet,
+    options: &EnqueueOptions,
+) -> Result<Option<(&'a Arc<PartitionHandle>, Option<String>)>> {
+    let key = options.partition_key.as_deref().filter(|k| !k.is_empty());
+    // The common cases first, without the allocations `batch_target` makes.
+    match (options.partition_id.as_deref(), key) {
+        (None, None) => return Ok(None),
+        (Some(id), None) if !id.is_empty() => {
+            if let Some(p) = set.get(id) {
+                return Ok(Some((p, None)));
+            }
+        }
+        _ => {}
+    }
+    match batch_target(options.partition_id.as_deref(), key)? {
+        BatchTarget::Partition(id) => match set.get(&id) {
+            Some(p) => Ok(Some((p, None))),
+            None => Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "partition '{id}' does not exist; the event hub's partitions are {:?}",
+                    set.ids()
+                ),
+            )),
+        },
+        BatchTarget::PartitionKey(key) => {
+            let index = index_for_key(&key, set.partitions.len());
+            let partition = set.partitions.get(index).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::ServiceError,
+                    "the event hub reported no partitions",
+                )
+            })?;
+            Ok(Some((partition, Some(key))))
+        }
+        BatchTarget::Automatic => Ok(None),
     }
 }
 

@@ -1,0 +1,194 @@
+//! Making a [`BufferedProducerClient`]: the constructors that name the event hub and the
+//! credential, and the builder that takes the options and the handlers.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use azure_core::credentials::TokenCredential;
+
+use super::client::BufferedProducerClient;
+use super::context::{SendFailedContext, SendSucceededContext};
+use super::handler::{
+    boxed_failed, boxed_succeeded, BufferedProducerHandler, ClosureHandler, FailedFn, SucceededFn,
+};
+use super::options::BufferedProducerOptions;
+use super::reporter::Reporters;
+use super::sender::BatchSender;
+use crate::error::{Error, ErrorKind, Result};
+use crate::producer::ProducerClient;
+
+enum Credentials {
+    ConnectionString {
+        connection_string: String,
+        eventhub: Option<String>,
+    },
+    TokenCredential {
+        namespace: String,
+        eventhub: String,
+        credential: Arc<dyn TokenCredential>,
+    },
+}
+
+/// Builds a [`BufferedProducerClient`]. A failure handler is required.
+pub struct BufferedProducerBuilder {
+    credentials: Credentials,
+    options: BufferedProducerOptions,
+    handler: Option<Arc<dyn BufferedProducerHandler>>,
+    succeeded: Option<Box<SucceededFn>>,
+    failed: Option<Box<FailedFn>>,
+}
+
+impl std::fmt::Debug for BufferedProducerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufferedProducerBuilder")
+            .field("options", &self.options)
+            .field(
+                "has_handler",
+                &(self.handler.is_some() || self.failed.is_some()),
+            )
+            .finish()
+    }
+}
+
+impl BufferedProducerBuilder {
+    /// Sets every option at once.
+    pub fn options(mut self, options: BufferedProducerOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Registers a handler for both outcomes.
+    pub fn handler(mut self, handler: impl BufferedProducerHandler) -> Self {
+        self.handler = Some(Arc::new(handler));
+        self
+    }
+
+    /// Registers a closure called with every published batch.
+    pub fn on_send_succeeded<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(SendSucceededContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.succeeded = Some(boxed_succeeded(f));
+        self
+    }
+
+    /// Registers a closure called with every batch (or event) that was not published.
+    pub fn on_send_failed<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(SendFailedContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.failed = Some(boxed_failed(f));
+        self
+    }
+
+    /// Checks the options and makes the producer. It connects on the first enqueue.
+    pub fn build(self) -> Result<BufferedProducerClient> {
+        self.options.validate()?;
+        let handler: Arc<dyn BufferedProducerHandler> = match (self.handler, self.failed) {
+            (Some(_), Some(_)) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    "register either a handler or closures, not both",
+                ))
+            }
+            (Some(handler), None) => {
+                if self.succeeded.is_some() {
+                    return Err(Error::new(
+                        ErrorKind::InvalidArgument,
+                        "register either a handler or closures, not both",
+                    ));
+                }
+                handler
+            }
+            (None, Some(failed)) => Arc::new(ClosureHandler {
+                succeeded: self.succeeded,
+                failed,
+            }),
+            (None, None) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    "a failure handler is required: register one with on_send_failed or handler, so that no failed event goes unnoticed",
+                ))
+            }
+        };
+        let mut client_options = self.options.client.clone();
+        client_options.idempotent_partitions = self.options.enable_idempotent_retries;
+        let producer = match self.credentials {
+            Credentials::ConnectionString {
+                connection_string,
+                eventhub,
+            } => ProducerClient::from_connection_string(
+                &connection_string,
+                eventhub.as_deref(),
+                client_options,
+            )?,
+            Credentials::TokenCredential {
+                namespace,
+                eventhub,
+                credential,
+            } => ProducerClient::new(&namespace, &eventhub, credential, client_options)?,
+        };
+        let sender: Arc<dyn BatchSender> = Arc::new(producer.clone());
+        Ok(BufferedProducerClient::from_parts(
+            self.options,
+            Some(producer),
+            sender,
+            handler,
+        ))
+    }
+}
+
+impl BufferedProducerClient {
+    /// A builder for the event hub named by the connection string's `EntityPath` or by
+    /// `eventhub` (both given and different: an error at build).
+    pub fn from_connection_string(
+        connection_string: &str,
+        eventhub: Option<&str>,
+    ) -> BufferedProducerBuilder {
+        Self::builder(Credentials::ConnectionString {
+            connection_string: connection_string.to_string(),
+            eventhub: eventhub.map(str::to_string),
+        })
+    }
+
+    /// A builder for `eventhub` in `fully_qualified_namespace`, authenticated by an Entra ID
+    /// credential (`azure_identity` or any [`TokenCredential`]).
+    pub fn with_credential(
+        fully_qualified_namespace: &str,
+        eventhub: &str,
+        credential: Arc<dyn TokenCredential>,
+    ) -> BufferedProducerBuilder {
+        Self::builder(Credentials::TokenCredential {
+            namespace: fully_qualified_namespace.to_string(),
+            eventhub: eventhub.to_string(),
+            credential,
+        })
+    }
+
+    fn builder(credentials: Credentials) -> BufferedProducerBuilder {
+        BufferedProducerBuilder {
+            credentials,
+            options: BufferedProducerOptions::default(),
+            handler: None,
+            succeeded: None,
+            failed: None,
+        }
+    }
+
+    /// A producer over `sender` whose reporters call `handler`.
+    pub(crate) fn from_parts(
+        options: BufferedProducerOptions,
+        producer: Option<ProducerClient>,
+        sender: Arc<dyn BatchSender>,
+        handler: Arc<dyn BufferedProducerHandler>,
+    ) -> Self {
+        Self::assemble(options, producer, sender, |weak| {
+            Arc::new(Reporters {
+                handler,
+                producer: weak,
+            })
+        })
+    }
+}

@@ -1,0 +1,177 @@
+//! The ends of a producer's work: `flush` (a barrier through every partition), `close` (flush,
+//! then stop the actors and close the connection), `close_abandoning` (stop at once, every
+//! unsent event reported as abandoned), and dropping the last handle (the actors send what is
+//! buffered, in the background). Each waits for the handlers, bounded by
+//! `handler_shutdown_timeout` when closing.
+
+use std::sync::atomic::Ordering;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::client::{BufferedProducerClient, Core};
+use super::command::Command;
+use super::report::Backlog;
+use crate::error::{Error, ErrorKind, Result};
+
+/// Waits for `done` (a partition's close, answered once its last report was handled); false
+/// when the partition's handler call has been running for `timeout`, counted from `started`
+/// for a call that began earlier.
+async fn handled_in_time(
+    done: oneshot::Receiver<()>,
+    reporter: &Backlog,
+    started: Instant,
+    timeout: std::time::Duration,
+) -> bool {
+    // While no handler call runs, look again this often (only while closing).
+    let idle_check = timeout.min(std::time::Duration::from_millis(100));
+    tokio::pin!(done);
+    loop {
+        let deadline = match reporter.busy_since() {
+            Some(since) => since.max(started) + timeout,
+            None => Instant::now() + idle_check,
+        };
+        tokio::select! {
+            _ = &mut done => return true,
+            _ = tokio::time::sleep_until(deadline) => {
+                let stuck = reporter
+                    .busy_since()
+                    .is_some_and(|since| Instant::now() >= since.max(started) + timeout);
+                if stuck {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Core {
+    /// The last handle is gone: the actors send what is still buffered and stop. (They are told
+    /// here rather than by their queues' senders going away, because threads may still hold a
+    /// copy of the partition list; see `SeenPartitions`.)
+    fn drop(&mut self) {
+        self.partitions.close_all();
+    }
+}
+
+impl BufferedProducerClient {
+    /// Sends everything buffered now, without waiting out `max_wait_time`, and returns once
+    /// each of those events has had its handler call. Enqueues may go on meanwhile; events
+    /// enqueued after the call started (including events a failure handler re-enqueues while
+    /// it runs) are not waited for: loop on `flush` while
+    /// [`total_buffered_event_count`](Self::total_buffered_event_count) is above zero to
+    /// settle those too.
+    ///
+    /// It waits for the handlers, however long they take: to bound it, run it under
+    /// `tokio::time::timeout` (it is cancel-safe: dropping it changes nothing but the wait).
+    pub async fn flush(&self) -> Result<()> {
+        if self.is_closed() {
+            return Err(Self::closed_error());
+        }
+        self.barrier(Command::Flush).await;
+        Ok(())
+    }
+
+    async fn barrier(&self, command: impl Fn(oneshot::Sender<()>) -> Command) {
+        let set = self.current_partitions();
+        let mut waits = Vec::new();
+        for partition in &set.partitions {
+            let (ack, done) = oneshot::channel();
+            if partition.shared.inbox.push_command(command(ack)).is_ok() {
+                waits.push(done);
+            }
+        }
+        for done in waits {
+            let _ = done.await;
+        }
+    }
+
+    /// Flushes, then stops the actors and closes the connection. Enqueues after it fail with
+    /// [`ErrorKind::Closed`]. Calling it again waits for the first call and returns.
+    ///
+    /// Returns once every event enqueued before it had its handler call: sends are bounded by
+    /// the retry policy (a service that stopped answering makes them fail, and they are
+    /// reported as failures), and closing the connection waits for the service at most the
+    /// try timeout (never more than 5 s). A handler call that does not return holds close up
+    /// for at most
+    /// [`handler_shutdown_timeout`](BufferedProducerOptions::handler_shutdown_timeout); close
+    /// then returns an error of kind [`ErrorKind::Timeout`] (see that option for what happens
+    /// to the events of that partition).
+    pub async fn close(&self) -> Result<()> {
+        self.shut_down(false).await
+    }
+
+    /// Stops at once: every event not yet published is reported to the failure handler with
+    /// an [`ErrorKind::Abandoned`] error (batches cut off mid-send say they may have been
+    /// published). Then closes the connection in the background, without waiting for the
+    /// service. Returns once every event had its handler call, or with an error of kind
+    /// [`ErrorKind::Timeout`] after a handler call stuck for
+    /// [`handler_shutdown_timeout`](BufferedProducerOptions::handler_shutdown_timeout).
+    pub async fn close_abandoning(&self) -> Result<()> {
+        self.shut_down(true).await
+    }
+
+    async fn shut_down(&self, abandon: bool) -> Result<()> {
+        let _serial = self.core.close_lock.lock().await;
+        let first = !self.core.closed.swap(true, Ordering::SeqCst);
+        let stuck = if first || abandon {
+            self.close_partitions(abandon).await
+        } else {
+            Vec::new()
+        };
+        if abandon {
+            // Closing politely waits for the service's answers; abandoning must not wait for
+            // a service that stopped answering. The connection closes in the background.
+            let sender = self.core.settings.sender.clone();
+            tokio::spawn(async move { sender.close().await });
+        } else {
+            self.core.settings.sender.close().await;
+        }
+        if stuck.is_empty() {
+            return Ok(());
+        }
+        let timeout = self.core.options.handler_shutdown_timeout;
+        tracing::warn!(partitions = ?stuck, ?timeout, "close stopped waiting for stuck handlers");
+        Err(Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "close stopped waiting for the handler of partition(s) {stuck:?}: a handler call did not return within handler_shutdown_timeout ({timeout:?}); their events not yet published were abandoned, and their outcomes not yet reported go to the handler if the stuck call returns"
+            ),
+        ))
+    }
+
+    /// Tells every partition to close (or abandon) and waits until each has had its events
+    /// sent and reported, giving up on a partition whose handler call stays stuck for
+    /// `handler_shutdown_timeout`. Returns the ids of the partitions given up on.
+    async fn close_partitions(&self, abandon: bool) -> Vec<String> {
+        let set = self.current_partitions();
+        let started = Instant::now();
+        let timeout = self.core.options.handler_shutdown_timeout;
+        let mut waits = Vec::new();
+        for partition in &set.partitions {
+            let (ack, done) = oneshot::channel();
+            if partition
+                .shared
+                .inbox
+                .push_command(Command::Close { abandon, done: ack })
+                .is_ok()
+            {
+                let partition = partition.clone();
+                waits.push(async move {
+                    let reporter = &partition.shared.reporter;
+                    if handled_in_time(done, reporter, started, timeout).await {
+                        None
+                    } else {
+                        partition.shared.give_up.notify_one();
+                        Some(partition.shared.id.clone())
+                    }
+                });
+            }
+        }
+        futures_util::future::join_all(waits)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}

@@ -1,0 +1,166 @@
+//! Back pressure and counts: waiting for room, cancel safety, try_enqueue, many tasks at once.
+
+use super::*;
+
+#[tokio::test(start_paused = true)]
+async fn back_pressure_blocks_and_resumes_when_a_send_completes() {
+    let sender = MockSender::new(1 << 20, Duration::from_millis(100));
+    let options = BufferedProducerOptions::default()
+        .with_max_buffered_events_per_partition(2)
+        .with_max_wait_time(Some(Duration::from_secs(10)));
+    let (client, _) = producer(sender.clone(), options);
+    let start = Instant::now();
+    client.enqueue_event(event("1"), to("0")).await.unwrap();
+    client.enqueue_event(event("2"), to("0")).await.unwrap();
+    assert_eq!(client.buffered_event_count("0"), 2);
+    // Full: the batch goes at once (waiting out max_wait_time could only stall the enqueuer),
+    // and the third enqueue resumes when its 100 ms send completes.
+    client.enqueue_event(event("3"), to("0")).await.unwrap();
+    assert_eq!(Instant::now() - start, Duration::from_millis(100));
+    assert_eq!(client.buffered_event_count("0"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn enqueue_under_timeout_is_cancel_safe() {
+    let sender = MockSender::new(1 << 20, Duration::from_millis(100));
+    let options = BufferedProducerOptions::default().with_max_buffered_events_per_partition(1);
+    let (client, outcomes) = producer(sender.clone(), options);
+    client.enqueue_event(event("kept"), to("2")).await.unwrap();
+    let timed_out = tokio::time::timeout(
+        Duration::from_millis(50),
+        client.enqueue_event(event("dropped"), to("2")),
+    )
+    .await;
+    assert!(timed_out.is_err(), "the enqueue waited for room");
+    assert_eq!(client.total_buffered_event_count(), 1);
+    assert_eq!(client.buffered_event_count("2"), 1);
+    client.flush().await.unwrap();
+    assert_eq!(
+        *outcomes.lock().unwrap(),
+        vec![Outcome::Ok("2".into(), vec!["kept".into()])]
+    );
+    // The capacity the cancelled enqueue waited for was not leaked.
+    client.enqueue_event(event("after"), to("2")).await.unwrap();
+    client.flush().await.unwrap();
+    assert_eq!(handled(&outcomes), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn try_enqueue_hands_the_event_back_when_full() {
+    let sender = MockSender::new(1 << 20, Duration::from_millis(100));
+    let options = BufferedProducerOptions::default().with_max_buffered_events_per_partition(1);
+    let (client, _) = producer(sender.clone(), options);
+    assert_eq!(
+        client.try_enqueue_event(event("a"), to("3")).await.unwrap(),
+        1
+    );
+    let refused = client
+        .try_enqueue_event(event("b"), to("3"))
+        .await
+        .unwrap_err();
+    assert!(refused.is_full());
+    assert_eq!(refused.into_event().body().as_ref(), b"b");
+    let refused = client
+        .try_enqueue_event(event("c"), to("9"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.error().map(Error::kind),
+        Some(ErrorKind::InvalidArgument)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn option_errors_buffer_nothing() {
+    let sender = MockSender::new(1 << 20, Duration::ZERO);
+    let (client, _) = producer(sender, BufferedProducerOptions::default());
+    let both = EnqueueOptions::default()
+        .with_partition_id("0")
+        .with_partition_key("k");
+    let long_key = EnqueueOptions::default().with_partition_key("k".repeat(129));
+    for (options, words) in [
+        (both, "not both"),
+        (to("7"), "'7' does not exist"),
+        (long_key, "129 characters"),
+    ] {
+        let err = client.enqueue_event(event("x"), options).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        assert!(err.to_string().contains(words), "{err}");
+    }
+    assert_eq!(client.total_buffered_event_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn counts_are_right_at_each_step() {
+    let sender = MockSender::new(1 << 20, Duration::from_millis(10));
+    let (client, _) = producer(sender.clone(), BufferedProducerOptions::default());
+    assert_eq!(client.total_buffered_event_count(), 0);
+    assert_eq!(client.enqueue_event(event("a"), to("0")).await.unwrap(), 1);
+    assert_eq!(client.enqueue_event(event("b"), to("1")).await.unwrap(), 2);
+    assert_eq!(
+        client
+            .enqueue_events([event("c"), event("d")], to("1"))
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(client.buffered_event_count("0"), 1);
+    assert_eq!(client.buffered_event_count("1"), 3);
+    assert_eq!(client.buffered_event_count("nope"), 0);
+    tokio::time::sleep(Duration::from_millis(255)).await;
+    assert_eq!(client.total_buffered_event_count(), 4, "still in flight");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    settle().await;
+    assert_eq!(client.total_buffered_event_count(), 0);
+    assert_eq!(
+        client.partition_ids().await.unwrap(),
+        vec!["0", "1", "2", "3"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn sixteen_tasks_enqueueing_at_once_all_get_reported() {
+    let sender = MockSender::new(2000, Duration::from_millis(2));
+    let options = BufferedProducerOptions::default().with_max_buffered_events_per_partition(50);
+    let (client, outcomes) = producer(sender.clone(), options);
+    let tasks: Vec<_> = (0..16)
+        .map(|t| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for i in 0..250 {
+                    let options = if i % 2 == 0 {
+                        EnqueueOptions::default()
+                    } else {
+                        EnqueueOptions::default().with_partition_key(format!("task-{t}"))
+                    };
+                    client
+                        .enqueue_event(event(&format!("{t}-{i}")), options)
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    client.close().await.unwrap();
+    assert_eq!(handled(&outcomes), 16 * 250);
+    // Keyed events of one task kept their order.
+    let all: Vec<String> = sender
+        .sent()
+        .iter()
+        .flat_map(|s| s.bodies.clone())
+        .collect();
+    for t in 0..16 {
+        let mine: Vec<usize> = all
+            .iter()
+            .filter_map(|b| {
+                b.strip_prefix(&format!("{t}-"))
+                    .and_then(|i| i.parse().ok())
+            })
+            .filter(|i: &usize| i % 2 == 1)
+            .collect();
+        assert!(mine.windows(2).all(|w| w[0] < w[1]), "task {t} keyed order");
+    }
+}
