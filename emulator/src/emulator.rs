@@ -9,11 +9,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::entities::namespace::{
+    ConnectionOrder, Counters, DetachOrder, Hub, Namespace, Settings,
+};
+use crate::entities::store::ReceivedEvent;
 use crate::error::EmulatorError;
 use crate::faults::{FaultCondition, FaultScope};
-use crate::namespace::{ConnectionOrder, Counters, DetachOrder, Hub, Namespace, Settings};
 use crate::sas::{generate_sas_token, SasKey};
-use crate::store::ReceivedEvent;
 
 /// The default event hub: `hub` with 4 partitions.
 pub const DEFAULT_HUB: (&str, usize) = ("hub", 4);
@@ -183,7 +185,7 @@ impl EmulatorBuilder {
         }
         let default_hub = hubs[0].0.clone();
         let tls = if self.tls {
-            Some(crate::tls::generate(&[])?)
+            Some(crate::wire::tls::generate(&[])?)
         } else {
             None
         };
@@ -199,7 +201,7 @@ impl EmulatorBuilder {
         let ns = Arc::new(Namespace::new(settings, hubs, self.max_message_size));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
-        let task = tokio::spawn(crate::server::serve(
+        let task = tokio::spawn(crate::wire::server::serve(
             listener,
             ns.clone(),
             acceptor,
@@ -292,7 +294,7 @@ impl Emulator {
 
     /// A SAS token for `resource` signed with the emulator's key, valid for `validity`.
     pub fn sas_token(&self, resource: &str, validity: Duration) -> String {
-        let expiry = crate::cbs::now_unix() + validity.as_secs();
+        let expiry = crate::services::refusal::now_unix() + validity.as_secs();
         generate_sas_token(resource, &self.key, expiry)
     }
 

@@ -23,13 +23,13 @@ use tokio::time::Instant;
 
 use crate::connection::ConnectionState;
 use crate::emulator::{DEFAULT_HUB, DEFAULT_KEY, DEFAULT_KEY_NAME, DEFAULT_MAX_MESSAGE_SIZE};
-use crate::idempotence::ProducerGrant;
-use crate::links::{attach_address, LinkContext};
-use crate::namespace::{Namespace, Settings};
-use crate::routing::{parse_entity_address, EntityAddress};
+use crate::entities::idempotence::ProducerGrant;
+use crate::entities::namespace::{Namespace, Settings};
+use crate::entities::routing::{parse_entity_address, EntityAddress};
+use crate::entities::store::StoredEvent;
+use crate::links::context::{attach_address, LinkContext};
 use crate::sas::SasKey;
-use crate::store::StoredEvent;
-use crate::wire::{CutSwitch, WireStream};
+use crate::wire::framing::{CutSwitch, WireStream};
 
 /// One namespace with the [`EmulatorBuilder`](crate::EmulatorBuilder)'s defaults (hub `hub`
 /// with 4 partitions, key [`DEFAULT_KEY_NAME`](crate::DEFAULT_KEY_NAME) /
@@ -88,7 +88,7 @@ impl Harness {
         S: AsyncRead + AsyncWrite + Debug + Send + Unpin + 'static,
     {
         let cut = CutSwitch::default();
-        crate::server::serve_connection(
+        crate::wire::server::serve_connection(
             WireStream::new(io, cut.clone()),
             self.ctx.ns.clone(),
             cut,
@@ -119,12 +119,12 @@ impl Harness {
     /// Answers a `$cbs` request as the `$cbs` node does (recording any grant on this harness's
     /// connection).
     pub fn cbs(&self, request: &Message<Body<Value>>) -> Message<Body<Value>> {
-        crate::cbs::handle(&self.ctx.ns, &self.ctx.conn, request)
+        crate::services::cbs::handle(&self.ctx.ns, &self.ctx.conn, request)
     }
 
     /// Answers a `$management` request as the `$management` node does.
     pub fn management(&self, request: &Message<Body<Value>>) -> Message<Body<Value>> {
-        crate::management::handle(&self.ctx.ns, &self.ctx.conn, request)
+        crate::services::management::handle(&self.ctx.ns, &self.ctx.conn, request)
     }
 
     /// Checks and stores one delivery as a producer link does: to `partition`, or routed by the
@@ -165,7 +165,7 @@ impl Harness {
             }
             _ => None,
         };
-        crate::producer::store_delivery(
+        crate::links::producer::store_delivery(
             &self.ctx,
             hub.clone(),
             partition,
@@ -188,7 +188,7 @@ impl Harness {
         for partition in hub.partitions() {
             let events: Vec<StoredEvent> = partition.read(0, usize::MAX);
             for event in &events {
-                out.push(crate::consumer::delivered_message(
+                out.push(crate::links::consumer::delivered_message(
                     &self.ctx,
                     partition.clone(),
                     event,
@@ -220,7 +220,7 @@ impl Harness {
                     partition,
                 }),
             ) => {
-                let (partition, start, _epoch, _until) = crate::consumer::check(
+                let (partition, start, _epoch, _until) = crate::links::consumer::check(
                     &self.ctx,
                     attach,
                     &address,
@@ -229,7 +229,7 @@ impl Harness {
                     &partition,
                 )
                 .map_err(|r| r.description)?;
-                let _ = crate::consumer::start_index(&partition, &start);
+                let _ = crate::links::consumer::start_index(&partition, &start);
                 Ok(())
             }
             (_, Some(_)) => Ok(()),
@@ -256,8 +256,9 @@ impl Harness {
             ),
             None => None,
         };
-        crate::producer::check_authorization(&self.ctx, address).map_err(|r| r.description)?;
-        crate::producer::idempotent_grant(&self.ctx, attach, partition.as_deref())
+        crate::links::context::check_authorization(&self.ctx, address)
+            .map_err(|r| r.description)?;
+        crate::links::producer::idempotent_grant(&self.ctx, attach, partition.as_deref())
             .map(|_| ())
             .map_err(|r| r.description)
     }

@@ -26,38 +26,37 @@
 //! ```
 #![deny(missing_docs)]
 
-mod cbs;
+// The rooms, from the public API down: `emulator.rs` (the in-process API), `wire/` (accept
+// loop, TLS, SASL, framing), `links/` (attach dispatch, producer and consumer links, the
+// request links of the services), `services/` (`$cbs`, `$management`), `entities/`
+// (namespace, stored partitions, routing, idempotence); below them `faults.rs`,
+// `connection.rs` (per-connection grants and reply routes), `message.rs`, `sas.rs`.
 mod connection;
-mod consumer;
 mod emulator;
+mod entities;
 mod error;
 mod faults;
-pub mod filter;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
-mod idempotence;
 mod links;
-mod management;
 mod message;
-mod namespace;
-mod producer;
-pub mod routing;
 pub mod sas;
-mod server;
-mod store;
-mod tls;
+mod services;
 mod wire;
+
+pub use entities::routing;
+pub use links::filter;
 
 pub use emulator::{
     Emulator, EmulatorBuilder, Faults, DEFAULT_HUB, DEFAULT_KEY, DEFAULT_KEY_NAME,
     DEFAULT_MAX_MESSAGE_SIZE,
 };
+pub use entities::namespace::Counters;
+pub use entities::routing::{partition_index_for_key, partition_key_hash};
+pub use entities::store::ReceivedEvent;
 pub use error::EmulatorError;
 pub use faults::{FaultCondition, FaultScope};
 /// AMQP values, as found in stored events' properties.
 pub use fe2o3_amqp_types::primitives::Value;
 pub use message::BATCH_MESSAGE_FORMAT;
-pub use namespace::Counters;
-pub use routing::{partition_index_for_key, partition_key_hash};
-pub use store::ReceivedEvent;

@@ -3,10 +3,10 @@
 use fe2o3_amqp_types::messaging::{AmqpValue, Body, Message};
 use fe2o3_amqp_types::primitives::{Array, OrderedMap, Timestamp, Value};
 
-use crate::cbs::{now_unix, Refusal, NOT_FOUND};
+use super::refusal::{now_unix, Refusal, NOT_FOUND};
 use crate::connection::{entity_path, path_covers, ConnectionState, Reply};
+use crate::entities::namespace::{Hub, Namespace};
 use crate::message::{reply, text_property};
-use crate::namespace::{Hub, Namespace};
 use crate::sas::validate_sas_token;
 
 const EVENTHUB_TYPE: &str = "com.microsoft:eventhub";

@@ -6,25 +6,16 @@ use fe2o3_amqp_types::messaging::{Body, Message};
 use fe2o3_amqp_types::primitives::Value;
 use tokio::time::Instant;
 
+use super::refusal::{now_unix, Refusal, NOT_FOUND};
 use crate::connection::{entity_path, ConnectionState, Reply};
+use crate::entities::namespace::Namespace;
 use crate::message::{body_text, reply, text_property};
-use crate::namespace::Namespace;
 use crate::sas::{resource_covers, validate_sas_token};
 
 const SAS_TOKEN_TYPE: &str = "servicebus.windows.net:sastoken";
 const JWT_TOKEN_TYPE: &str = "jwt";
 /// How long a JWT is taken to be valid when the request gives no expiration.
 const DEFAULT_JWT_LIFETIME: Duration = Duration::from_secs(3600);
-
-pub(crate) const UNAUTHORIZED: &str = "amqp:unauthorized-access";
-pub(crate) const NOT_FOUND: &str = "amqp:not-found";
-
-pub(crate) fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
-}
 
 /// Grants last at most this long: a token's expiry is the client's choice, and adding an
 /// unbounded one to the clock would overflow it (a panic). Tokio caps its own far-future
@@ -58,30 +49,6 @@ pub(crate) fn handle(
             Some(refusal.condition),
             Body::Empty,
         ),
-    }
-}
-
-pub(crate) struct Refusal {
-    pub status: i32,
-    pub condition: &'static str,
-    pub description: String,
-}
-
-impl Refusal {
-    pub(crate) fn unauthorized(description: impl Into<String>) -> Self {
-        Self {
-            status: 401,
-            condition: UNAUTHORIZED,
-            description: description.into(),
-        }
-    }
-
-    fn bad_request(description: impl Into<String>) -> Self {
-        Self {
-            status: 400,
-            condition: "com.microsoft:argument-error",
-            description: description.into(),
-        }
     }
 }
 
@@ -164,7 +131,7 @@ fn jwt_expiry(request: &Message<Body<Value>>) -> Result<Instant, Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::namespace::Settings;
+    use crate::entities::namespace::Settings;
     use crate::sas::{generate_sas_token, SasKey};
     use fe2o3_amqp_types::messaging::{AmqpValue, ApplicationProperties};
     use fe2o3_amqp_types::primitives::{SimpleValue, Timestamp};

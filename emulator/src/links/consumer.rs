@@ -14,10 +14,9 @@ use fe2o3_amqp::types::primitives::{OrderedMap, Symbol, Timestamp, Value};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::filter::{parse_start_position, StartPosition};
-use crate::links::{amqp_error, sleep_until_some, LinkContext, LinkRefusal};
-use crate::producer::check_authorization;
-use crate::store::{decode_message, Partition, StoredEvent};
+use super::context::{amqp_error, check_authorization, sleep_until_some, LinkContext, LinkRefusal};
+use super::filter::{parse_start_position, StartPosition};
+use crate::entities::store::{decode_message, Partition, StoredEvent};
 
 const SELECTOR_FILTER: &str = "apache.org:selector-filter:string";
 const EPOCH: &str = "com.microsoft:epoch";
@@ -324,7 +323,9 @@ impl ConsumerLink {
         annotate(
             &mut annotations,
             "runtime_info_retrieval_time_utc",
-            Value::Timestamp(Timestamp::from_milliseconds(crate::store::now_millis())),
+            Value::Timestamp(Timestamp::from_milliseconds(
+                crate::entities::store::now_millis(),
+            )),
         );
         DeliveryAnnotations(annotations)
     }

@@ -19,12 +19,12 @@ use fe2o3_amqp::types::primitives::{OrderedMap, Symbol, Value};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
+use super::context::{amqp_error, check_authorization, sleep_until_some, LinkContext, LinkRefusal};
+use crate::entities::idempotence::{self, ProducerGrant, SequenceRefusal};
+use crate::entities::namespace::{DetachOrder, Hub};
+use crate::entities::store::{decode_message, Partition};
 use crate::faults::{DeliveryFault, FaultCondition};
-use crate::idempotence::{self, ProducerGrant, SequenceRefusal};
-use crate::links::{amqp_error, sleep_until_some, LinkContext, LinkRefusal};
 use crate::message::{annotation, partition_key, BATCH_MESSAGE_FORMAT};
-use crate::namespace::{DetachOrder, Hub};
-use crate::store::{decode_message, Partition};
 
 const OUT_OF_RANGE: &str = "com.microsoft:argument-out-of-range";
 const EPOCH_STOLEN: &str = "com.microsoft:producer-epoch-stolen";
@@ -116,23 +116,6 @@ pub(crate) async fn accept(
     };
     tokio::spawn(link.run(receiver, authorized_until));
     Ok(())
-}
-
-/// When authorization is required, the connection must hold a grant covering the address.
-pub(crate) fn check_authorization(
-    ctx: &LinkContext,
-    address: &str,
-) -> Result<Option<Instant>, LinkRefusal> {
-    if !ctx.ns.settings.require_authorization {
-        return Ok(None);
-    }
-    match ctx.conn.authorized_until(address) {
-        Some(until) => Ok(Some(until)),
-        None => Err(LinkRefusal::new(
-            FaultCondition::Unauthorized.symbol(),
-            format!("Unauthorized access to '{address}': put a token on $cbs for it first."),
-        )),
-    }
 }
 
 fn wants_idempotence(attach: &Attach) -> bool {

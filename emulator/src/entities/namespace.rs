@@ -8,10 +8,10 @@ use std::time::SystemTime;
 
 use tokio::sync::{broadcast, mpsc, watch};
 
+use crate::entities::idempotence::ProducerIds;
+use crate::entities::store::Partition;
 use crate::faults::{FaultCondition, FaultRules};
-use crate::idempotence::ProducerIds;
 use crate::sas::SasKey;
-use crate::store::Partition;
 
 /// The settings of a running emulator.
 #[derive(Debug, Clone)]
@@ -68,7 +68,7 @@ impl Hub {
     pub(crate) fn route(&self, key: Option<&str>) -> Option<Arc<Partition>> {
         let partitions = self.partitions.read().unwrap_or_else(|p| p.into_inner());
         let index = match key {
-            Some(key) => crate::routing::partition_index_for_key(key, partitions.len()),
+            Some(key) => crate::entities::routing::partition_index_for_key(key, partitions.len()),
             None => self.round_robin.fetch_add(1, Ordering::Relaxed) % partitions.len().max(1),
         };
         partitions.get(index).cloned()

@@ -1,25 +1,23 @@
-//! The accept loop, SASL, and the life of each connection and session.
+//! The accept loop, and the life of each connection and session: TLS and SASL, the open, then
+//! every attach handed to the link dispatcher.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fe2o3_amqp::acceptor::sasl_acceptor::SaslServerFrame;
-use fe2o3_amqp::acceptor::{
-    ConnectionAcceptor, ListenerConnectionHandle, SaslAcceptor, SessionAcceptor,
-};
+use fe2o3_amqp::acceptor::{ConnectionAcceptor, ListenerConnectionHandle, SessionAcceptor};
 use fe2o3_amqp::types::definitions::{Error as AmqpError, ErrorCondition};
-use fe2o3_amqp::types::primitives::{Array, OrderedMap, Symbol, Value};
-use fe2o3_amqp::types::sasl::{SaslCode, SaslInit, SaslOutcome, SaslResponse};
+use fe2o3_amqp::types::primitives::{OrderedMap, Symbol, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use super::framing::{CutSwitch, WireStream};
+use super::sasl::EmulatorSasl;
 use crate::connection::ConnectionState;
+use crate::entities::namespace::{ConnectionOrder, Namespace};
 use crate::links::{dispatch, LinkContext};
-use crate::namespace::{ConnectionOrder, Namespace};
-use crate::wire::{CutSwitch, WireStream};
 
 /// Frames larger than this are split; the Python client and .NET both handle 64 KiB.
 const MAX_FRAME_SIZE: u32 = 65536;
@@ -29,35 +27,6 @@ const HANDLE_MAX: u32 = 65535;
 const IDLE_TIME_OUT_MS: u32 = 240_000;
 /// A client that has not finished TLS, SASL and open by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Offers MSSBCBS, ANONYMOUS and PLAIN, and accepts every one of them: all real authorization
-/// happens through `$cbs`, as in the service.
-#[derive(Debug, Clone)]
-struct EmulatorSasl;
-
-impl SaslAcceptor for EmulatorSasl {
-    fn mechanisms(&self) -> Array<Symbol> {
-        Array(vec![
-            Symbol::from("MSSBCBS"),
-            Symbol::from("ANONYMOUS"),
-            Symbol::from("PLAIN"),
-        ])
-    }
-
-    fn on_init(&mut self, _init: SaslInit) -> SaslServerFrame {
-        SaslServerFrame::Outcome(SaslOutcome {
-            code: SaslCode::Ok,
-            additional_data: None,
-        })
-    }
-
-    fn on_response(&mut self, _response: SaslResponse) -> SaslServerFrame {
-        SaslServerFrame::Outcome(SaslOutcome {
-            code: SaslCode::Ok,
-            additional_data: None,
-        })
-    }
-}
 
 fn product_properties() -> OrderedMap<Symbol, Value> {
     let mut props = OrderedMap::new();

@@ -10,8 +10,8 @@ use fe2o3_amqp_types::messaging::{message::__private::Deserializable, Body, Mess
 use fe2o3_amqp_types::primitives::Value;
 use tokio::sync::watch;
 
+use crate::entities::idempotence::ProducerStates;
 use crate::error::EmulatorError;
-use crate::idempotence::ProducerStates;
 
 /// One stored event: its encoded message and the values the service assigned to it.
 #[derive(Debug, Clone)]
