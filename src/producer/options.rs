@@ -1,0 +1,141 @@
+//! Options of a [`ProducerClient`](super::ProducerClient) and of one send, and the custom
+//! endpoint's address.
+
+use std::time::Duration;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::retry::RetryOptions;
+
+/// How long the service may stay silent on a connection before it is taken as dead: the try
+/// timeout (a try on a silent connection could not succeed anyway), at least 1 s, at most
+/// 60 s. The service sends heartbeats at half of it, so only a dead connection is that silent.
+pub(super) fn idle_timeout(retry: &RetryOptions) -> Duration {
+    retry
+        .try_timeout
+        .clamp(Duration::from_secs(1), Duration::from_secs(60))
+}
+
+/// Options for [`ProducerClient`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ProducerClientOptions {
+    /// How operations are retried. Default: [`RetryOptions::default`].
+    pub retry: RetryOptions,
+    /// A name for this client, used as the AMQP container id and in logs.
+    /// Default: `producer-` and a random suffix.
+    pub identifier: Option<String>,
+    /// Connect here instead of the namespace's host (e.g. a proxy or a private endpoint), as
+    /// `host:port` or `amqps://host:port`. Tokens and TLS still name the namespace.
+    /// Default: none.
+    pub custom_endpoint: Option<String>,
+    /// Extra root certificates (PEM) to trust besides the web PKI roots. Default: none.
+    pub trusted_root_certificates_pem: Vec<String>,
+    /// Validity of the SAS tokens signed from a shared access key. Default: 1 hour.
+    pub token_validity: Option<Duration>,
+    /// Partition links attach as idempotent producers (set by the buffered producer).
+    pub(crate) idempotent_partitions: bool,
+}
+
+impl ProducerClientOptions {
+    /// Sets the retry options.
+    pub fn with_retry_options(mut self, retry: RetryOptions) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sets the identifier.
+    pub fn with_identifier(mut self, identifier: impl Into<String>) -> Self {
+        self.identifier = Some(identifier.into());
+        self
+    }
+
+    /// Connects to this endpoint instead of the namespace's host.
+    pub fn with_custom_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.custom_endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Trusts an extra root certificate (PEM), for example a test server's own CA.
+    pub fn with_trusted_root_certificate_pem(mut self, pem: impl Into<String>) -> Self {
+        self.trusted_root_certificates_pem.push(pem.into());
+        self
+    }
+
+    /// Sets the validity of signed SAS tokens (at least 2 seconds).
+    pub fn with_token_validity(mut self, validity: Duration) -> Self {
+        self.token_validity = Some(validity);
+        self
+    }
+}
+
+/// Options for [`ProducerClient::send_events`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SendEventOptions {
+    /// The partition to send to. Default: none (the service picks).
+    pub partition_id: Option<String>,
+    /// The partition key. Default: none. Not together with `partition_id`.
+    pub partition_key: Option<String>,
+}
+
+impl SendEventOptions {
+    /// Sends to this partition.
+    pub fn with_partition_id(mut self, id: impl Into<String>) -> Self {
+        self.partition_id = Some(id.into());
+        self
+    }
+
+    /// Sends with this partition key.
+    pub fn with_partition_key(mut self, key: impl Into<String>) -> Self {
+        self.partition_key = Some(key.into());
+        self
+    }
+}
+
+/// Host and port of a custom endpoint: `host:port`, `host`, or a URL.
+pub(super) fn parse_custom_endpoint(endpoint: &str, default_port: u16) -> Result<(String, u16)> {
+    let without_scheme = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest);
+    let authority = without_scheme.split('/').next().unwrap_or_default();
+    let invalid = || {
+        Error::new(
+            ErrorKind::InvalidArgument,
+            format!("the custom endpoint '{endpoint}' is not host[:port] or a URL"),
+        )
+    };
+    if authority.is_empty() {
+        return Err(invalid());
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() => {
+            Ok((host.to_string(), port.parse().map_err(|_| invalid())?))
+        }
+        Some(_) => Err(invalid()),
+        None => Ok((authority.to_string(), default_port)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_endpoints_parse() {
+        assert_eq!(
+            parse_custom_endpoint("proxy:1234", 5671).unwrap(),
+            ("proxy".into(), 1234)
+        );
+        assert_eq!(
+            parse_custom_endpoint("amqps://proxy.example/", 5671).unwrap(),
+            ("proxy.example".into(), 5671)
+        );
+        assert_eq!(
+            parse_custom_endpoint("amqp://h:99/x", 5671).unwrap(),
+            ("h".into(), 99)
+        );
+        assert!(parse_custom_endpoint("", 5671).is_err());
+        assert!(parse_custom_endpoint("h:notaport", 5671).is_err());
+        assert!(parse_custom_endpoint(":80", 5671).is_err());
+    }
+}
