@@ -104,9 +104,13 @@ impl Outcomes {
         let lines: String = context
             .events
             .iter()
-            .zip(&context.partition_keys)
-            .map(|(event, key)| {
-                dead_letter_line(&context.partition_id, event, key.as_deref(), &kind)
+            .map(|reported| {
+                dead_letter_line(
+                    &context.partition_id,
+                    &reported.event,
+                    reported.partition_key(),
+                    &kind,
+                )
             })
             .collect();
         match self.append(lines.as_bytes()).await {

@@ -81,7 +81,7 @@ impl Recovery {
         self.delivered
             .fetch_add(context.events.len() as u64, Ordering::Relaxed);
         let mut by_attempt = lock(&self.delivered_by_attempt);
-        for event in &context.events {
+        for event in context.event_data() {
             *by_attempt.entry(attempt_of(event)).or_default() += 1;
         }
     }
@@ -97,8 +97,9 @@ impl Recovery {
             self.record_lost(context.events.len(), "the producer is gone".into());
             return;
         };
-        for event in context.events {
-            self.requeue(&producer, event, &context.error).await;
+        for reported in context.events {
+            self.requeue(&producer, reported.event, &context.error)
+                .await;
         }
     }
 

@@ -132,6 +132,12 @@ pub(crate) fn message_too_large(size: usize, max_size: usize) -> Error {
     )
 }
 
+/// Whether an event of `encoded_len` bytes (encoded) fits alone in a batch of at most
+/// `max_size` bytes sent to a partition (no key on the envelope).
+pub(crate) fn fits_alone(encoded_len: usize, max_size: usize) -> bool {
+    encode_envelope_head(None).len() + data_section_size(encoded_len) <= max_size
+}
+
 /// Events bound for one delivery. Make one with [`crate::ProducerClient::create_batch`].
 #[derive(Debug)]
 pub struct EventDataBatch {
@@ -275,6 +281,19 @@ mod tests {
         assert!(keyed.size_in_bytes() > 0);
         keyed.try_add(EventData::from("abc")).unwrap();
         assert!(keyed.size_in_bytes() > 13 + keyed.head.len());
+    }
+
+    #[test]
+    fn fits_alone_agrees_with_an_empty_batch() {
+        for len in [0usize, 100, 200, 255, 256, 1000] {
+            let event = EventData::from(vec![b'x'; len]);
+            let encoded = encode_batch_event(&event, None, false).len();
+            for max in [encoded, encoded + 5, encoded + 8, encoded + 20] {
+                let mut batch = EventDataBatch::new(BatchTarget::Partition("0".into()), max);
+                let fits = batch.try_add(event.clone()).is_ok();
+                assert_eq!(fits_alone(encoded, max), fits, "{len} bytes, max {max}");
+            }
+        }
     }
 
     #[test]

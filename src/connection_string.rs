@@ -59,8 +59,9 @@ impl Endpoint {
 
 /// A parsed connection string.
 ///
-/// `Debug` shows whether a key or a signature is present, never its value.
-#[derive(Clone, PartialEq, Eq)]
+/// `Debug` shows whether a key or a signature is present, never its value. Two strings are
+/// equal when they say the same: ignored keys and the endpoint's spelling do not count.
+#[derive(Clone)]
 pub struct ConnectionString {
     endpoint: Endpoint,
     eventhub_name: Option<String>,
@@ -68,6 +69,10 @@ pub struct ConnectionString {
     shared_access_key: Option<String>,
     shared_access_signature: Option<String>,
     use_development_emulator: bool,
+    /// Keys this crate does not know, as written (their values are not kept).
+    ignored_keys: Vec<String>,
+    /// Whether `Endpoint` named its scheme (`sb://...`).
+    endpoint_has_scheme: bool,
 }
 
 impl ConnectionString {
@@ -80,6 +85,7 @@ impl ConnectionString {
     /// or `SharedAccessSignature` is not a well-formed signature (prefix, `sr`, `sig`, `se`).
     pub fn parse(s: &str) -> Result<ConnectionString> {
         let mut values: [Option<&str>; KNOWN_KEYS.len()] = [None; KNOWN_KEYS.len()];
+        let mut ignored_keys = Vec::new();
         for (index, segment) in s.split(';').enumerate() {
             let segment = segment.trim();
             if segment.is_empty() {
@@ -100,7 +106,9 @@ impl ConnectionString {
                 .position(|known| known.eq_ignore_ascii_case(key))
                 .and_then(|position| values.get_mut(position))
             else {
-                // Unknown keys are ignored, as the official clients do.
+                // Unknown keys are ignored, as the official clients do (and named, so that a
+                // misspelt key does not go unnoticed).
+                ignored_keys.push(key.to_string());
                 continue;
             };
             if slot.replace(value.trim()).is_some() {
@@ -112,7 +120,9 @@ impl ConnectionString {
         }
         let [endpoint, key_name, key, signature, entity_path, emulator] = values;
 
-        let endpoint = parse_endpoint(required(ENDPOINT, endpoint)?)?;
+        let endpoint_text = required(ENDPOINT, endpoint)?;
+        let endpoint_has_scheme = endpoint_text.contains("://");
+        let endpoint = parse_endpoint(endpoint_text)?;
         let shared_access_key_name = non_empty(SHARED_ACCESS_KEY_NAME, key_name)?;
         let shared_access_key = non_empty(SHARED_ACCESS_KEY, key)?;
         let shared_access_signature = non_empty(SHARED_ACCESS_SIGNATURE, signature)?;
@@ -175,7 +185,31 @@ impl ConnectionString {
             shared_access_key,
             shared_access_signature,
             use_development_emulator,
+            ignored_keys,
+            endpoint_has_scheme,
         })
+    }
+
+    /// Keys of the string this crate does not know and ignored (as the official clients do),
+    /// as written; a misspelt key shows up here. Their values are not kept.
+    pub fn ignored_keys(&self) -> &[String] {
+        &self.ignored_keys
+    }
+
+    /// Whether `Endpoint` named its scheme (`sb://host/`); without one, `sb://` is assumed.
+    pub fn endpoint_has_scheme(&self) -> bool {
+        self.endpoint_has_scheme
+    }
+
+    /// Logs a warning for each thing that was accepted but looks like a mistake: ignored keys
+    /// (by name) and an `Endpoint` without scheme.
+    pub(crate) fn warn_about_oddities(&self) {
+        for key in &self.ignored_keys {
+            tracing::warn!(key = %key, "the connection string's key `{key}` is not known and is ignored");
+        }
+        if !self.endpoint_has_scheme {
+            tracing::warn!("the connection string's `Endpoint` has no scheme; sb:// is assumed");
+        }
     }
 
     /// The namespace's endpoint (`Endpoint`).
@@ -248,6 +282,19 @@ impl FromStr for ConnectionString {
         Self::parse(s)
     }
 }
+
+impl PartialEq for ConnectionString {
+    fn eq(&self, other: &Self) -> bool {
+        self.endpoint == other.endpoint
+            && self.eventhub_name == other.eventhub_name
+            && self.shared_access_key_name == other.shared_access_key_name
+            && self.shared_access_key == other.shared_access_key
+            && self.shared_access_signature == other.shared_access_signature
+            && self.use_development_emulator == other.use_development_emulator
+    }
+}
+
+impl Eq for ConnectionString {}
 
 /// Stands in for a secret in `Debug` output.
 struct Redacted;
@@ -502,11 +549,17 @@ mod tests {
     }
 
     #[test]
-    fn empty_segments_and_unknown_keys_are_ignored() {
+    fn empty_segments_and_unknown_keys_are_ignored_and_named() {
         let cs = parse(
-            ";;Endpoint=sb://ns.servicebus.windows.net/;;TransportType=Amqp;SharedAccessKeyName=n;SharedAccessKey=k;  ;",
+            ";;Endpoint=sb://ns.servicebus.windows.net/;;TransportType=Amqp;SharedAccessKeyName=n;SharedAccessKey=k;SharedAccesKey=typo-secret;  ;",
         );
         assert_eq!(cs.endpoint().host(), "ns.servicebus.windows.net");
+        assert_eq!(cs.ignored_keys(), ["TransportType", "SharedAccesKey"]);
+        assert!(cs.endpoint_has_scheme());
+        assert!(!format!("{cs:?}").contains("typo-secret"));
+        let bare = parse("Endpoint=ns.example;SharedAccessKeyName=n;SharedAccessKey=k");
+        assert!(!bare.endpoint_has_scheme());
+        assert!(bare.ignored_keys().is_empty());
     }
 
     #[test]

@@ -25,8 +25,15 @@ pub enum ErrorKind {
     Timeout,
     /// The service failed internally or answered unexpectedly (`amqp:internal-error`); transient.
     ServiceError,
-    /// The connection was lost, refused or closed by the service; transient (reconnects).
+    /// The connection was lost or closed by the service after it was open; transient
+    /// (reconnects).
     ConnectionLost,
+    /// No connection could be made: refused, unreachable, or the handshake timed out;
+    /// transient. A wrong port or a service that is down looks like this.
+    ConnectionFailed,
+    /// The host name does not resolve (DNS). Not transient: it is not retried, as a typo in
+    /// the namespace or endpoint is the usual cause.
+    HostNotFound,
     /// The link was detached by the service (`amqp:link:detach-forced`); transient.
     LinkDetached,
     /// An idempotent publication did not continue the sequence
@@ -41,8 +48,16 @@ pub enum ErrorKind {
     Tls,
     /// The client was closed; nothing more can be done with it.
     Closed,
-    /// An event was abandoned unsent because the producer was closed without flushing.
+    /// An event was abandoned unsent: the producer was closed without flushing, or
+    /// [`clear`](crate::BufferedProducerClient::clear) was called.
     Abandoned,
+    /// The buffer had no room and the call does not wait
+    /// ([`try_enqueue_event`](crate::BufferedProducerClient::try_enqueue_event)); transient.
+    BufferFull,
+    /// The ordering guard paused the partition after a batch of it failed: enqueues to it are
+    /// refused until [`resume_partition`](crate::BufferedProducerClient::resume_partition).
+    /// [`Error::partition_id`] names the partition.
+    PartitionPaused,
 }
 
 impl ErrorKind {
@@ -54,7 +69,9 @@ impl ErrorKind {
                 | Self::Timeout
                 | Self::ServiceError
                 | Self::ConnectionLost
+                | Self::ConnectionFailed
                 | Self::LinkDetached
+                | Self::BufferFull
         )
     }
 
@@ -103,6 +120,8 @@ impl fmt::Display for ErrorKind {
             Self::Timeout => "timed out",
             Self::ServiceError => "service error",
             Self::ConnectionLost => "connection lost",
+            Self::ConnectionFailed => "could not connect",
+            Self::HostNotFound => "host not found",
             Self::LinkDetached => "link detached",
             Self::OutOfOrderSequence => "out-of-order sequence",
             Self::ProducerEpochStolen => "producer epoch stolen",
@@ -110,6 +129,8 @@ impl fmt::Display for ErrorKind {
             Self::Tls => "TLS error",
             Self::Closed => "client closed",
             Self::Abandoned => "abandoned",
+            Self::BufferFull => "buffer full",
+            Self::PartitionPaused => "partition paused",
         };
         f.write_str(text)
     }
@@ -119,15 +140,63 @@ type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// An error of this crate. Cheap to move; share it with `Arc` where several events fail as one.
 ///
-/// Its text never contains a key or a token.
-#[derive(Debug, thiserror::Error)]
-#[error("{kind}: {message}{}", condition_suffix(.condition))]
-pub struct Error {
+/// What a caller branches on is typed: [`kind`](Self::kind),
+/// [`is_transient`](Self::is_transient), [`may_have_been_published`](Self::may_have_been_published),
+/// [`condition`](Self::condition) and [`partition_id`](Self::partition_id). The message is for
+/// people. Its text never contains a key or a token.
+pub struct Error(Box<Inner>);
+
+/// The facts of an [`Error`], boxed so that results carrying one stay small.
+#[derive(Debug)]
+struct Inner {
     kind: ErrorKind,
     message: String,
     condition: Option<String>,
-    #[source]
+    publication: Publication,
+    partition_id: Option<String>,
     source: Option<Source>,
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &self.0;
+        write!(
+            f,
+            "{}: {}{}{}",
+            inner.kind,
+            inner.message,
+            publication_suffix(inner.publication),
+            condition_suffix(&inner.condition)
+        )
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0
+            .source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// What is known of whether the events a failed send carried were stored after all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Publication {
+    /// Nothing says they reached the service (the usual case of a refusal).
+    #[default]
+    NotKnownToHaveReachedTheService,
+    /// A try may have reached the service before its outcome was lost (a timeout, a lost
+    /// connection, a detached link, a batch cut off at close): they may have been stored.
+    MayHaveBeenPublished,
+    /// The service confirmed they were not stored (idempotent settling).
+    ConfirmedNotPublished,
 }
 
 fn condition_suffix(condition: &Option<String>) -> String {
@@ -137,59 +206,117 @@ fn condition_suffix(condition: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
+fn publication_suffix(publication: Publication) -> &'static str {
+    match publication {
+        Publication::NotKnownToHaveReachedTheService => "",
+        Publication::MayHaveBeenPublished => "; the events may or may not have been published",
+        Publication::ConfirmedNotPublished => "; the service confirmed they were not published",
+    }
+}
+
 impl Error {
     /// An error of `kind` with a message saying what happened.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
+        Self(Box::new(Inner {
             kind,
             message: message.into(),
             condition: None,
+            publication: Publication::default(),
+            partition_id: None,
             source: None,
-        }
+        }))
     }
 
     /// An error for an AMQP error condition sent by the service.
     pub fn from_condition(condition: &str, description: Option<&str>) -> Self {
-        Self {
-            kind: ErrorKind::from_condition(condition),
-            message: description
-                .unwrap_or("the service refused the operation")
-                .to_string(),
-            condition: Some(condition.to_string()),
-            source: None,
-        }
+        let mut error = Self::new(
+            ErrorKind::from_condition(condition),
+            description.unwrap_or("the service refused the operation"),
+        );
+        error.0.condition = Some(condition.to_string());
+        error
     }
 
     /// Attaches the underlying cause.
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        self.source = Some(Box::new(source));
+        self.0.source = Some(Box::new(source));
         self
     }
 
-    /// Adds what is known of the consequences to the message.
-    pub(crate) fn with_context(mut self, context: &str) -> Self {
-        self.message.push_str(context);
+    /// Marks the events of the failed operation as possibly stored by the service.
+    pub(crate) fn may_have_reached_the_service(mut self) -> Self {
+        if self.0.publication != Publication::ConfirmedNotPublished {
+            self.0.publication = Publication::MayHaveBeenPublished;
+        }
         self
+    }
+
+    /// Marks the events of the failed operation as confirmed not stored.
+    pub(crate) fn settled_as_not_published(mut self) -> Self {
+        self.0.publication = Publication::ConfirmedNotPublished;
+        self
+    }
+
+    /// Names the partition the error is about.
+    pub(crate) fn for_partition(mut self, partition_id: impl Into<String>) -> Self {
+        self.0.partition_id = Some(partition_id.into());
+        self
+    }
+
+    /// The same error again, without its source (errors are not `Clone`; a source is not).
+    pub(crate) fn copy(&self) -> Self {
+        let inner = &self.0;
+        Self(Box::new(Inner {
+            kind: inner.kind,
+            message: inner.message.clone(),
+            condition: inner.condition.clone(),
+            publication: inner.publication,
+            partition_id: inner.partition_id.clone(),
+            source: None,
+        }))
     }
 
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.0.kind
     }
 
     /// Whether the operation may succeed if tried again.
     pub fn is_transient(&self) -> bool {
-        self.kind.is_transient()
+        self.0.kind.is_transient()
+    }
+
+    /// Whether the events of a failed send may have been stored by the service although the
+    /// send failed: a try may have reached the service before its outcome was lost (a
+    /// timeout, a lost connection, a detached link, a batch cut off by `close_abandoning`).
+    /// Re-sending such events can store them twice, unless idempotent retries are on (they
+    /// settle such batches with the service before reporting them). False when nothing
+    /// suggests the events reached the service, and when the service confirmed they did not.
+    pub fn may_have_been_published(&self) -> bool {
+        self.0.publication == Publication::MayHaveBeenPublished
+    }
+
+    /// Whether the service confirmed that the events of a failed send were not stored (an
+    /// idempotent producer settles every batch that fails for good; see
+    /// [`BufferedProducerOptions::enable_idempotent_retries`](crate::BufferedProducerOptions::enable_idempotent_retries)).
+    pub fn confirmed_not_published(&self) -> bool {
+        self.0.publication == Publication::ConfirmedNotPublished
     }
 
     /// The AMQP error condition the service sent, if this error came from one.
     pub fn condition(&self) -> Option<&str> {
-        self.condition.as_deref()
+        self.0.condition.as_deref()
+    }
+
+    /// The partition this error is about, where one is known (a paused partition, a
+    /// partition that does not exist).
+    pub fn partition_id(&self) -> Option<&str> {
+        self.0.partition_id.as_deref()
     }
 
     /// The message, without kind or condition.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 }
 
@@ -243,5 +370,36 @@ mod tests {
         assert_eq!(e.condition(), Some("com.microsoft:server-busy"));
         let e = Error::new(ErrorKind::Closed, "the producer is closed");
         assert_eq!(e.to_string(), "client closed: the producer is closed");
+    }
+
+    #[test]
+    fn publication_is_a_typed_fact_said_once() {
+        let e = Error::new(ErrorKind::Timeout, "no answer");
+        assert!(!e.may_have_been_published());
+        let e = e
+            .may_have_reached_the_service()
+            .may_have_reached_the_service();
+        assert!(e.may_have_been_published());
+        assert_eq!(
+            e.to_string(),
+            "timed out: no answer; the events may or may not have been published"
+        );
+        let settled = e.copy().settled_as_not_published();
+        assert!(!settled.may_have_been_published() && settled.confirmed_not_published());
+        assert!(!settled
+            .may_have_reached_the_service()
+            .may_have_been_published());
+        let paused = Error::new(ErrorKind::PartitionPaused, "paused").for_partition("3");
+        assert_eq!(paused.partition_id(), Some("3"));
+        assert!(!paused.is_transient());
+    }
+
+    #[test]
+    fn an_error_is_one_pointer_wide_and_keeps_its_source() {
+        assert_eq!(std::mem::size_of::<Error>(), std::mem::size_of::<usize>());
+        let io = std::io::Error::other("inner");
+        let e = Error::new(ErrorKind::ConnectionFailed, "outer").with_source(io);
+        let source = std::error::Error::source(&e).expect("source");
+        assert_eq!(source.to_string(), "inner");
     }
 }

@@ -5,7 +5,8 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-/// A typed application property value.
+/// A typed application property value. Read it back with the typed getters (`as_str`,
+/// `as_i64`, ...), which answer None for another type.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum PropertyValue {
@@ -41,6 +42,83 @@ pub enum PropertyValue {
     Timestamp(SystemTime),
 }
 
+impl PropertyValue {
+    /// The string, for a [`String`](Self::String).
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Self::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value of any signed or unsigned integer type that fits an `i64`.
+    pub fn as_i64(&self) -> Option<i64> {
+        match *self {
+            Self::I8(v) => Some(v.into()),
+            Self::I16(v) => Some(v.into()),
+            Self::I32(v) => Some(v.into()),
+            Self::I64(v) => Some(v),
+            Self::U8(v) => Some(v.into()),
+            Self::U16(v) => Some(v.into()),
+            Self::U32(v) => Some(v.into()),
+            Self::U64(v) => i64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+
+    /// The value of any unsigned integer type, or of a signed one that is not negative.
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Self::U8(v) => Some(v.into()),
+            Self::U16(v) => Some(v.into()),
+            Self::U32(v) => Some(v.into()),
+            Self::U64(v) => Some(v),
+            _ => self.as_i64().and_then(|v| u64::try_from(v).ok()),
+        }
+    }
+
+    /// The value of a float, or of an integer (which may round).
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Self::F32(v) => Some(v.into()),
+            Self::F64(v) => Some(v),
+            _ => self.as_i64().map(|v| v as f64),
+        }
+    }
+
+    /// The value of a [`Bool`](Self::Bool).
+    pub fn as_bool(&self) -> Option<bool> {
+        match *self {
+            Self::Bool(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The bytes of a [`Binary`](Self::Binary).
+    pub fn as_bytes(&self) -> Option<&Bytes> {
+        match self {
+            Self::Binary(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The bytes of a [`Uuid`](Self::Uuid).
+    pub fn as_uuid(&self) -> Option<[u8; 16]> {
+        match *self {
+            Self::Uuid(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The time of a [`Timestamp`](Self::Timestamp).
+    pub fn as_timestamp(&self) -> Option<SystemTime> {
+        match *self {
+            Self::Timestamp(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
 macro_rules! property_from {
     ($($t:ty => $variant:ident),* $(,)?) => {
         $(impl From<$t> for PropertyValue {
@@ -68,7 +146,10 @@ struct Metadata {
 
 /// One event. Cloning is cheap: the body is reference-counted and the rest is shared until a
 /// clone changes it.
-#[derive(Debug, Clone, Default, PartialEq)]
+///
+/// `Debug` never prints a whole body: its length and up to 32 bytes of it, so that logging
+/// an event (or a handler's context) with `{:?}` neither floods logs nor leaks payloads.
+#[derive(Clone, Default, PartialEq)]
 pub struct EventData {
     body: Bytes,
     metadata: Option<Arc<Metadata>>,
@@ -134,6 +215,17 @@ impl EventData {
             .map(|(_, v)| v)
     }
 
+    /// A string property by name (None when absent or of another type).
+    pub fn property_str(&self, name: &str) -> Option<&str> {
+        self.property(name)?.as_str()
+    }
+
+    /// An integer property by name, of any integer type that fits an `i64` (None when absent
+    /// or of another type).
+    pub fn property_i64(&self, name: &str) -> Option<i64> {
+        self.property(name)?.as_i64()
+    }
+
     /// Sets the message id; returns the event.
     pub fn with_message_id(mut self, id: impl Into<String>) -> Self {
         self.metadata_mut().message_id = Some(id.into());
@@ -165,6 +257,46 @@ impl EventData {
     /// The content type, if set.
     pub fn content_type(&self) -> Option<&str> {
         self.metadata.as_deref()?.content_type.as_deref()
+    }
+}
+
+/// How many bytes of a body `Debug` shows.
+const DEBUG_BODY_PREFIX: usize = 32;
+
+/// A body shown by its length and its first bytes: as text when they are UTF-8, else in hex.
+struct BodyPreview<'a>(&'a [u8]);
+
+impl std::fmt::Debug for BodyPreview<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let prefix = &self.0[..self.0.len().min(DEBUG_BODY_PREFIX)];
+        let more = if prefix.len() < self.0.len() {
+            "…"
+        } else {
+            ""
+        };
+        write!(f, "{} bytes ", self.0.len())?;
+        match std::str::from_utf8(prefix) {
+            Ok(text) => write!(f, "{text:?}{more}"),
+            Err(_) => {
+                for byte in prefix {
+                    write!(f, "{byte:02x}")?;
+                }
+                f.write_str(more)
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for EventData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.properties().iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("EventData")
+            .field("body", &BodyPreview(&self.body))
+            .field("properties", &names)
+            .field("message_id", &self.message_id())
+            .field("correlation_id", &self.correlation_id())
+            .field("content_type", &self.content_type())
+            .finish()
     }
 }
 
@@ -214,6 +346,46 @@ mod tests {
         assert_eq!(b.property("k"), Some(&PropertyValue::I32(2)));
         assert_eq!(b.properties().len(), 1);
         assert_eq!(b.message_id(), Some("m"));
+    }
+
+    #[test]
+    fn debug_shows_a_short_prefix_never_the_whole_body() {
+        let secret_tail = "the-rest-is-private-payload";
+        let event = EventData::from(format!("{}{secret_tail}", "a".repeat(40)))
+            .with_property("tenant", "t-1");
+        let shown = format!("{event:?}");
+        assert!(shown.contains("67 bytes"), "{shown}");
+        assert!(!shown.contains(secret_tail), "{shown}");
+        assert!(shown.contains("tenant"), "{shown}");
+        let binary = format!("{:?}", EventData::from(vec![0xffu8, 0xfe, 0x00]));
+        assert!(binary.contains("3 bytes fffe00"), "{binary}");
+    }
+
+    #[test]
+    fn typed_getters_read_each_type_and_refuse_others() {
+        let event = EventData::from("x")
+            .with_property("s", "text")
+            .with_property("n", 7u8)
+            .with_property("big", u64::MAX)
+            .with_property("f", 1.5f64)
+            .with_property("b", true);
+        assert_eq!(event.property_str("s"), Some("text"));
+        assert_eq!(event.property_i64("n"), Some(7));
+        assert_eq!(event.property_i64("big"), None, "does not fit an i64");
+        assert_eq!(
+            event.property("big").and_then(PropertyValue::as_u64),
+            Some(u64::MAX)
+        );
+        assert_eq!(
+            event.property("f").and_then(PropertyValue::as_f64),
+            Some(1.5)
+        );
+        assert_eq!(
+            event.property("b").and_then(PropertyValue::as_bool),
+            Some(true)
+        );
+        assert_eq!(event.property_str("n"), None);
+        assert_eq!(event.property_i64("missing"), None);
     }
 
     #[test]

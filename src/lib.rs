@@ -51,11 +51,12 @@ pub use batch::{
 };
 pub use buffered::{
     BufferedProducerBuilder, BufferedProducerClient, BufferedProducerHandler,
-    BufferedProducerOptions, EnqueueOptions, RequeueError, SendFailedContext, SendSucceededContext,
-    TryEnqueueError, DEFAULT_HANDLER_SHUTDOWN_TIMEOUT, DEFAULT_MAX_BUFFERED_BYTES,
-    DEFAULT_MAX_BUFFERED_EVENTS_PER_PARTITION, DEFAULT_MAX_CONCURRENT_SENDS,
-    DEFAULT_MAX_CONCURRENT_SENDS_PER_PARTITION, DEFAULT_MAX_WAIT_TIME,
-    DEFAULT_PARTITION_REFRESH_INTERVAL,
+    BufferedProducerOptions, EnqueueError, EnqueueOptions, EnqueueStreamError, EventOutcome,
+    Partitioner, PendingOutcome, PublishedEvent, ReportedEvent, RequeueError, Routing,
+    SendFailedContext, SendSucceededContext, ServicePartitioner, DEFAULT_HANDLER_SHUTDOWN_TIMEOUT,
+    DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_BUFFERED_EVENTS_PER_PARTITION,
+    DEFAULT_MAX_CONCURRENT_SENDS, DEFAULT_MAX_CONCURRENT_SENDS_PER_PARTITION,
+    DEFAULT_MAX_WAIT_TIME, DEFAULT_PARTITION_REFRESH_INTERVAL, MAX_PARKED,
 };
 pub use connection_string::{ConnectionString, Endpoint};
 pub use error::{Error, ErrorKind, Result};

@@ -10,9 +10,9 @@
 //!   [`RetryMode::Fixed`], in both cases capped at `max_delay`;
 //! * the pause is `min(base + base * j / 10, max_delay)`, i.e. up to 10 % of random jitter, never
 //!   more than `max_delay`;
-//! * when the failed try ended in [`ErrorKind::ServerBusy`], an extra `4 s + 4 s * j` is added on
-//!   top of that (not capped), as the service asks busy clients to stay away for a few seconds.
-//!   The pause is then at most `max_delay + 8 s`.
+//! * when the failed try ended in [`ErrorKind::ServerBusy`], an extra `4 s + 4 s * j` is added,
+//!   as the service asks busy clients to stay away for a few seconds, and the sum is capped at
+//!   `max_delay` too: no pause is ever longer than the `max_delay` you set.
 //!
 //! Durations are computed in whole nanoseconds, jitter rounded to the nearest one.
 
@@ -47,6 +47,13 @@ pub enum RetryMode {
 /// How often and how patiently the client tries an operation that failed transiently
 /// (see [`Error::is_transient`]). Errors that are not transient are never retried.
 ///
+/// Bounds: an operation takes at most `(max_retries + 1) × try_timeout + max_retries ×
+/// max_delay` before it fails for good. A server-busy answer pauses 4 to 8 s (the service asks
+/// busy clients to stay away), never more than `max_delay`; so a partition whose sends keep
+/// hearing server-busy is held at most that bound per batch (about 4 min 12 s with the
+/// defaults in the worst case, 24 s of pauses when the service answers at once), then its
+/// batch is reported failed and the next one starts over.
+///
 /// Start from [`RetryOptions::default`] and change fields with the `with_*` setters, then
 /// check them with [`RetryOptions::validate`].
 #[derive(Debug, Clone, PartialEq)]
@@ -60,7 +67,7 @@ pub struct RetryOptions {
     /// The pause before the first retry, and every pause in [`RetryMode::Fixed`]. More than zero
     /// and at most 5 minutes. Default: 800 ms.
     pub delay: Duration,
-    /// The longest pause between tries (a server-busy error may add up to 8 s on top). At least
+    /// The longest pause between tries, server-busy pauses included. At least
     /// `delay` and at most 1 hour. Default: 60 s.
     pub max_delay: Duration,
     /// How long a single try may take before it is abandoned as a (transient)
@@ -221,7 +228,8 @@ impl RetryPolicy {
         if error.kind() == ErrorKind::ServerBusy {
             pause = pause
                 .saturating_add(SERVER_BUSY_BASE)
-                .saturating_add(scale(SERVER_BUSY_JITTER, factor));
+                .saturating_add(scale(SERVER_BUSY_JITTER, factor))
+                .min(max_delay);
         }
         pause
     }
@@ -429,15 +437,23 @@ mod tests {
     }
 
     #[test]
-    fn server_busy_adds_an_extra_pause_on_top_of_the_cap() {
+    fn server_busy_adds_an_extra_pause_within_max_delay() {
         let p = policy(RetryOptions::default(), zero);
         assert_eq!(p.delay_for(1, &busy()), 4800 * MS);
         let p = policy(RetryOptions::default(), half);
         assert_eq!(p.delay_for(1, &busy()), 840 * MS + Duration::from_secs(6));
         assert_eq!(
             p.delay_for(30, &busy()),
-            Duration::from_secs(60 + 6),
-            "capped pause plus the extra"
+            Duration::from_secs(60),
+            "never above max_delay"
+        );
+        let short = RetryOptions::default()
+            .with_delay(10 * MS)
+            .with_max_delay(50 * MS);
+        assert_eq!(
+            policy(short, half).delay_for(1, &busy()),
+            50 * MS,
+            "a short max_delay bounds server-busy pauses too"
         );
     }
 

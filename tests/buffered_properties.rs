@@ -83,10 +83,9 @@ fn id_of(event: &EventData) -> i64 {
     }
 }
 
-#[async_trait::async_trait]
 impl BufferedProducerHandler for Recorder {
     async fn on_send_succeeded(&self, context: SendSucceededContext) {
-        let ids = context.events.iter().map(id_of).collect();
+        let ids = context.event_data().map(id_of).collect();
         self.0
             .lock()
             .unwrap()
@@ -94,7 +93,7 @@ impl BufferedProducerHandler for Recorder {
     }
 
     async fn on_send_failed(&self, context: SendFailedContext) {
-        let ids = context.events.iter().map(id_of).collect();
+        let ids = context.event_data().map(id_of).collect();
         let kind = Some(context.error.kind());
         self.0
             .lock()

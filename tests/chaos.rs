@@ -46,11 +46,10 @@ fn body_of(event: &EventData) -> String {
     String::from_utf8(event.body().to_vec()).expect("utf8 body")
 }
 
-#[async_trait::async_trait]
 impl BufferedProducerHandler for Handler {
     async fn on_send_succeeded(&self, context: SendSucceededContext) {
         let mut outcomes = self.0.outcomes.lock().unwrap();
-        for event in &context.events {
+        for event in context.event_data() {
             outcomes.entry(body_of(event)).or_default().push(None);
         }
     }
@@ -58,7 +57,7 @@ impl BufferedProducerHandler for Handler {
     async fn on_send_failed(&self, context: SendFailedContext) {
         let kind = context.error.kind();
         let mut outcomes = self.0.outcomes.lock().unwrap();
-        for event in &context.events {
+        for event in context.event_data() {
             outcomes.entry(body_of(event)).or_default().push(Some(kind));
         }
     }

@@ -50,6 +50,7 @@ async fn close_with_every_acknowledgement_withheld_reports_failures_within_the_r
     let retry = short_retries();
     let options = fast_options()
         .with_max_wait_time(Some(Duration::from_secs(30)))
+        .with_send_when_idle(false)
         .with_retry_options(retry.clone());
     let (producer, recorder) = producer_with(&emulator, options);
     let mut expected = warm_up(&producer).await;
@@ -106,6 +107,7 @@ async fn close_over_a_black_holed_connection_ends_within_the_retry_bound() {
     let retry = short_retries();
     let options = fast_options()
         .with_max_wait_time(Some(Duration::from_secs(30)))
+        .with_send_when_idle(false)
         .with_retry_options(retry.clone());
     let (producer, recorder) = producer_for(&proxy.connection_string(&emulator), options);
     let mut expected = warm_up(&producer).await;
@@ -266,21 +268,22 @@ impl Gated {
     }
 }
 
-#[async_trait::async_trait]
 impl eventhubs_buffered::BufferedProducerHandler for Gated {
     async fn on_send_succeeded(&self, context: eventhubs_buffered::SendSucceededContext) {
         self.pass(&context.partition_id).await;
         self.recorder
-            .record(context.partition_id, &context.events, None);
+            .record(&context.partition_id, context.event_data(), None);
     }
 
     async fn on_send_failed(&self, context: eventhubs_buffered::SendFailedContext) {
         self.pass(&context.partition_id).await;
-        self.recorder.record(
-            context.partition_id,
-            &context.events,
-            Some((context.error.kind(), context.error.to_string())),
-        );
+        let failure = Failure {
+            kind: context.error.kind(),
+            message: context.error.to_string(),
+            may_have_been_published: context.error.may_have_been_published(),
+        };
+        self.recorder
+            .record(&context.partition_id, context.event_data(), Some(failure));
     }
 }
 

@@ -161,20 +161,7 @@ impl AmqpConnection {
 
     async fn open(&self) -> Result<Live, Failure> {
         let config = &self.config;
-        let address = (config.connect_host.as_str(), config.connect_port);
-        let tcp = TcpStream::connect(address).await.map_err(|e| {
-            Failure::new(
-                Error::new(
-                    ErrorKind::ConnectionLost,
-                    format!(
-                        "could not connect to {}:{}",
-                        config.connect_host, config.connect_port
-                    ),
-                )
-                .with_source(e),
-                Broken::Connection,
-            )
-        })?;
+        let tcp = connect_tcp(&config.connect_host, config.connect_port).await?;
         let _ = tcp.set_nodelay(true);
         let builder = Connection::builder()
             .container_id(config.container_id.clone())
@@ -195,7 +182,7 @@ impl AmqpConnection {
         let mut connection = opened.map_err(|e| {
             Failure::new(
                 Error::new(
-                    ErrorKind::ConnectionLost,
+                    ErrorKind::ConnectionFailed,
                     format!("the AMQP connection did not open: {e}"),
                 ),
                 Broken::Connection,
@@ -209,7 +196,7 @@ impl AmqpConnection {
             .map_err(|e| {
                 Failure::new(
                     Error::new(
-                        ErrorKind::ConnectionLost,
+                        ErrorKind::ConnectionFailed,
                         format!("the AMQP session did not begin: {e}"),
                     ),
                     Broken::Connection,
@@ -456,6 +443,43 @@ impl AmqpConnection {
             close_live_until(live, deadline).await;
         }
     }
+}
+
+/// Opens a TCP connection to `host:port`: a name that does not resolve is
+/// [`ErrorKind::HostNotFound`] (not retried); addresses that all refuse or cannot be reached
+/// are [`ErrorKind::ConnectionFailed`].
+async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, Failure> {
+    let fail = |error: Error| Failure::new(error, Broken::Connection);
+    let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| {
+            fail(
+                Error::new(
+                    ErrorKind::HostNotFound,
+                    format!("the host name '{host}' does not resolve (check the namespace or the endpoint)"),
+                )
+                .with_source(e),
+            )
+        })?
+        .collect();
+    let mut last_error = None;
+    for address in &addresses {
+        match TcpStream::connect(address).await {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    let error = Error::new(
+        ErrorKind::ConnectionFailed,
+        format!("could not connect to {host}:{port} (refused or unreachable; is the port right and the service up?)"),
+    );
+    Err(fail(match last_error {
+        Some(e) => error.with_source(e),
+        None => Error::new(
+            ErrorKind::HostNotFound,
+            format!("the host name '{host}' resolves to no address"),
+        ),
+    }))
 }
 
 /// Link settings beyond the address (idempotent publishing uses them).

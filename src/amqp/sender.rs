@@ -6,6 +6,8 @@ use fe2o3_amqp::types::messaging::annotations::OwnedKey;
 use fe2o3_amqp::types::messaging::{Batch, Body, Data, Message, MessageAnnotations};
 use fe2o3_amqp::types::primitives::{Binary, Symbol, Value};
 use fe2o3_amqp::Sendable;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio::sync::Mutex;
 
 use super::errors::{from_outcome, from_send_error, Broken, Failure};
@@ -56,6 +58,35 @@ impl Payload {
         serde_amqp::to_vec(&Serializable(&self.0.message))
             .map(|v| v.len())
             .unwrap_or(0)
+    }
+}
+
+/// Whether any try of a send handed its delivery to the connection and never heard a definite
+/// outcome (accepted or refused) for it: then the service may have stored the batch, whatever
+/// later tries say. Shared by the tries of one send.
+#[derive(Debug, Default)]
+pub(crate) struct Uncertainty(AtomicBool);
+
+impl Uncertainty {
+    /// Whether some try may have reached the service without a definite outcome.
+    pub(crate) fn any(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Armed while a delivery is with the connection and its outcome is not known: dropped armed
+/// (the outcome was lost, or the try was abandoned at its timeout), it records the
+/// uncertainty.
+struct Unanswered<'a> {
+    uncertainty: &'a Uncertainty,
+    armed: bool,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.uncertainty.0.store(true, Ordering::SeqCst);
+        }
     }
 }
 
@@ -125,10 +156,15 @@ impl AmqpSender {
     /// Sends one delivery and waits for the service's outcome, or until `is_lost` says the
     /// connection under the link is gone: fe2o3 does not end a pending outcome when its
     /// connection dies, and waiting out the try timeout would stall every send in flight.
+    ///
+    /// A failure after the delivery was handed over without a definite outcome is marked as
+    /// possibly published, and recorded in `uncertainty` (also when this future is dropped
+    /// while it waits, as the retry policy does at a try's timeout).
     pub(crate) async fn send(
         &self,
         payload: &Payload,
         is_lost: impl Fn() -> bool,
+        uncertainty: &Uncertainty,
     ) -> Result<(), Failure> {
         let in_flight = {
             let mut link = self.link.lock().await;
@@ -136,15 +172,30 @@ impl AmqpSender {
                 .await
                 .map_err(|e| from_send_error(&e))?
         };
-        tokio::select! {
-            outcome = in_flight => from_outcome(outcome.map_err(|e| from_send_error(&e))?),
+        let mut unanswered = Unanswered {
+            uncertainty,
+            armed: true,
+        };
+        let outcome = tokio::select! {
+            outcome = in_flight => outcome.map_err(|e| from_send_error(&e)),
             _ = wait_until_lost(is_lost) => Err(Failure::new(
                 Error::new(
                     ErrorKind::ConnectionLost,
-                    "the connection was lost while the batch was in flight; it may or may not have been published",
+                    "the connection was lost while the batch was in flight",
                 ),
                 Broken::Connection,
             )),
+        };
+        match outcome {
+            // Accepted or refused by the service: a definite answer.
+            Ok(outcome) => {
+                unanswered.armed = false;
+                from_outcome(outcome)
+            }
+            Err(mut failure) => {
+                failure.error = failure.error.may_have_reached_the_service();
+                Err(failure)
+            }
         }
     }
 

@@ -54,14 +54,35 @@ impl TlsSettings {
             )
         })?;
         self.connector.connect(name, tcp).await.map_err(|e| {
+            if speaks_no_tls(&e) {
+                return Error::new(
+                    ErrorKind::Tls,
+                    format!("the TLS handshake with {host} failed: the server answered without TLS; if it is a local emulator, add UseDevelopmentEmulator=true to the connection string"),
+                )
+                .with_source(e);
+            }
             let kind = if e.kind() == std::io::ErrorKind::InvalidData {
                 ErrorKind::Tls
             } else {
-                ErrorKind::ConnectionLost
+                ErrorKind::ConnectionFailed
             };
             Error::new(kind, format!("the TLS handshake with {host} failed")).with_source(e)
         })
     }
+}
+
+/// Whether a handshake failed because the peer's first bytes were not a TLS record, as when a
+/// plain AMQP listener answers a TLS client with its protocol header.
+fn speaks_no_tls(error: &std::io::Error) -> bool {
+    use rustls::InvalidMessage;
+    matches!(
+        error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::InvalidMessage(
+            InvalidMessage::InvalidContentType | InvalidMessage::UnknownProtocolVersion
+        ))
+    )
 }
 
 /// Parses PEM text into DER certificates (for trusting an extra root).

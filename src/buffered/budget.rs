@@ -1,6 +1,6 @@
-//! The units of buffer space: what one event or one batch holds ([`Reservation`],
-//! [`EventSpace`]) and the byte budget every partition shares ([`ByteBudget`]). Pure
-//! accounting: nothing here knows about partitions, queues or the network.
+//! The units of buffer space: what one event or one batch holds ([`Reservation`]) and the
+//! byte budget every partition shares ([`ByteBudget`]). Pure accounting: nothing here knows
+//! about partitions, queues or the network.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -43,47 +43,6 @@ impl Reservation {
     /// Budget bytes held.
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
-    }
-}
-
-/// The space one queued event holds, packed: with it, an event waiting in a partition's inbox
-/// takes one cache line (see `Queued`).
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct EventSpace {
-    bytes: u32,
-    slot: bool,
-}
-
-impl EventSpace {
-    /// A slot of the partition is now held for the event.
-    pub(crate) fn add_slot(&mut self) {
-        self.slot = true;
-    }
-
-    /// Bytes of the budget now held for the event (at most what `ByteBudget::permits_for`
-    /// gives one event).
-    pub(crate) fn add_bytes(&mut self, bytes: usize) {
-        self.bytes += u32::try_from(bytes).unwrap_or(u32::MAX);
-    }
-}
-
-impl From<Reservation> for EventSpace {
-    /// The space of one event (one slot at most, bytes as `ByteBudget::permits_for` gives).
-    fn from(reservation: Reservation) -> Self {
-        debug_assert!(reservation.slots <= 1);
-        Self {
-            bytes: u32::try_from(reservation.bytes).unwrap_or(u32::MAX),
-            slot: reservation.slots > 0,
-        }
-    }
-}
-
-impl From<EventSpace> for Reservation {
-    fn from(space: EventSpace) -> Self {
-        Self {
-            slots: usize::from(space.slot),
-            bytes: space.bytes as usize,
-        }
     }
 }
 
@@ -244,16 +203,13 @@ mod tests {
     }
 
     #[test]
-    fn reservations_merge_and_pack_into_one_event_space() {
+    fn reservations_merge() {
         let mut one = Reservation::default();
         one.add_slot();
         one.add_bytes(100);
-        let packed = EventSpace::from(one);
-        let back = Reservation::from(packed);
-        assert_eq!((back.slots(), back.bytes()), (1, 100));
         let mut batch = Reservation::default();
-        batch.merge(back);
-        batch.merge(Reservation::from(packed));
-        assert_eq!((batch.slots(), batch.bytes()), (2, 200));
+        batch.merge(one);
+        batch.add_bytes(5);
+        assert_eq!((batch.slots(), batch.bytes()), (1, 105));
     }
 }

@@ -9,7 +9,8 @@ use azure_core::credentials::TokenCredential;
 use super::client::BufferedProducerClient;
 use super::context::{SendFailedContext, SendSucceededContext};
 use super::handler::{
-    boxed_failed, boxed_succeeded, BufferedProducerHandler, ClosureHandler, FailedFn, SucceededFn,
+    boxed_failed, boxed_succeeded, BufferedProducerHandler, ClosureHandler, DynHandler, FailedFn,
+    SucceededFn,
 };
 use super::options::BufferedProducerOptions;
 use super::reporter::Reporters;
@@ -33,7 +34,7 @@ enum Credentials {
 pub struct BufferedProducerBuilder {
     credentials: Credentials,
     options: BufferedProducerOptions,
-    handler: Option<Arc<dyn BufferedProducerHandler>>,
+    handler: Option<Arc<dyn DynHandler>>,
     succeeded: Option<Box<SucceededFn>>,
     failed: Option<Box<FailedFn>>,
 }
@@ -86,7 +87,7 @@ impl BufferedProducerBuilder {
     /// Checks the options and makes the producer. It connects on the first enqueue.
     pub fn build(self) -> Result<BufferedProducerClient> {
         self.options.validate()?;
-        let handler: Arc<dyn BufferedProducerHandler> = match (self.handler, self.failed) {
+        let handler: Arc<dyn DynHandler> = match (self.handler, self.failed) {
             (Some(_), Some(_)) => {
                 return Err(Error::new(
                     ErrorKind::InvalidArgument,
@@ -182,7 +183,7 @@ impl BufferedProducerClient {
         options: BufferedProducerOptions,
         producer: Option<ProducerClient>,
         sender: Arc<dyn BatchSender>,
-        handler: Arc<dyn BufferedProducerHandler>,
+        handler: Arc<dyn DynHandler>,
     ) -> Self {
         Self::assemble(options, producer, sender, |weak| {
             Arc::new(Reporters {

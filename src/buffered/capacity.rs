@@ -17,10 +17,12 @@ pub(crate) fn release(inbox: &Inbox, budget: &ByteBudget, count: usize, reservat
     budget.give_back(reservation.bytes());
 }
 
-/// Roughly how many bytes an event occupies while buffered: body, properties, identifiers
-/// and a constant for the bookkeeping around it. Cheap: no encoding.
-pub(crate) fn estimated_size(event: &EventData) -> usize {
-    const OVERHEAD: usize = 64;
+/// The bytes of the budget an event holds from enqueue until its handler call: the event as
+/// given (body, properties, identifiers) and its encoded copy in the batch, which holds the
+/// same content again, plus the bookkeeping around both. Cheap: no encoding. Documented on
+/// `BufferedProducerOptions::max_buffered_bytes`; keep the two in step.
+pub(crate) fn held_size(event: &EventData) -> usize {
+    const BOOKKEEPING: usize = 128;
     let properties: usize = event
         .properties()
         .iter()
@@ -29,7 +31,8 @@ pub(crate) fn estimated_size(event: &EventData) -> usize {
     let ids = event.message_id().map_or(0, str::len)
         + event.correlation_id().map_or(0, str::len)
         + event.content_type().map_or(0, str::len);
-    OVERHEAD + event.body().len() + properties + ids
+    let content = event.body().len() + properties + ids;
+    2 * content + BOOKKEEPING
 }
 
 fn value_size(value: &PropertyValue) -> usize {
@@ -169,9 +172,15 @@ mod tests {
     }
 
     #[test]
-    fn estimates_grow_with_content() {
-        let small = estimated_size(&EventData::from("x"));
-        let big = estimated_size(&EventData::from(vec![0u8; 1000]).with_property("name", "value"));
-        assert!(big > small + 1000);
+    fn an_event_is_counted_with_its_encoded_copy() {
+        let small = held_size(&EventData::from("x"));
+        let big = held_size(&EventData::from(vec![0u8; 1000]).with_property("name", "value"));
+        assert!(big > small + 2000, "the body counts twice");
+        let event = EventData::from(vec![0u8; 1000]).with_property("name", "value");
+        let encoded = crate::amqp::message::encode_batch_event(&event, None, false).len();
+        assert!(
+            held_size(&event) >= 1000 + encoded,
+            "at least the event and its copy"
+        );
     }
 }

@@ -10,6 +10,7 @@ use tokio::sync::{OnceCell, Semaphore};
 use super::actor::{ActorSettings, RefreshSchedule};
 use super::budget::ByteBudget;
 use super::options::BufferedProducerOptions;
+use super::partitioner::{Partitioner, ServicePartitioner};
 use super::partitions::{PartitionList, PartitionSet};
 use super::report::StartReporter;
 use super::routing::RoundRobin;
@@ -26,6 +27,8 @@ pub(crate) struct Core {
     pub budget: ByteBudget,
     pub initialized: OnceCell<()>,
     pub partitions: PartitionList,
+    /// Maps keys to partitions (the service's hash unless the options name another).
+    pub partitioner: Arc<dyn Partitioner>,
     pub round_robin: RoundRobin,
     pub closed: AtomicBool,
     pub close_lock: tokio::sync::Mutex<()>,
@@ -98,7 +101,10 @@ impl BufferedProducerClient {
                 sender,
                 reporters: reporters(WeakProducer(weak.clone())),
                 max_wait_time: options.max_wait_time,
+                send_when_idle: options.send_when_idle,
+                pause_on_failure: options.pause_partition_on_failure,
                 max_sends_per_partition: options.max_concurrent_sends_per_partition,
+                link_max_size: AtomicUsize::new(0),
                 idempotent: options.enable_idempotent_retries,
                 global_sends: Arc::new(Semaphore::new(options.max_concurrent_sends)),
                 total_buffered: Arc::new(AtomicUsize::new(0)),
@@ -116,6 +122,10 @@ impl BufferedProducerClient {
                     settings.clone(),
                     options.max_buffered_events_per_partition,
                 ),
+                partitioner: options
+                    .partitioner
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(ServicePartitioner)),
                 options,
                 producer,
                 settings,

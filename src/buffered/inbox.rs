@@ -19,28 +19,29 @@ use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use tokio::sync::Notify;
 
 use super::budget::{ByteBudget, Reservation};
-use super::command::{Command, Queued};
+use super::command::Command;
 
-/// Why an event was not queued; the event comes back with it, holding what it held before.
+/// Why an event was not queued; the event's command comes back with it, holding what it held
+/// before.
 pub(crate) enum Refused {
     /// The partition takes no more commands (closing, or the producer is gone).
-    Closed(Queued),
+    Closed(Command),
     /// The partition has no free slot.
-    NoSlot(Queued),
+    NoSlot(Command),
     /// The byte budget has no room for the event right now.
-    NoBytes(Queued),
+    NoBytes(Command),
     /// Another enqueue held the lock, and the caller asked not to wait for it.
-    Busy(Queued),
+    Busy(Command),
 }
 
 impl Refused {
-    /// The event and what it still holds.
-    pub(crate) fn into_queued(self) -> Queued {
+    /// The event's command and what it still holds.
+    pub(crate) fn into_command(self) -> Command {
         match self {
-            Self::Closed(queued)
-            | Self::NoSlot(queued)
-            | Self::NoBytes(queued)
-            | Self::Busy(queued) => queued,
+            Self::Closed(command)
+            | Self::NoSlot(command)
+            | Self::NoBytes(command)
+            | Self::Busy(command) => command,
         }
     }
 }
@@ -132,13 +133,13 @@ impl Inbox {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues an event, first taking what it `needs`: a slot (refused when none is free) and
-    /// bytes, from this partition's credit, refilled from the budget when short (refused when
-    /// the budget has no room). Counts the event as buffered. A refused event holds what it
-    /// held before.
+    /// Queues an event (a `Command::Event` or `Command::Tracked`), first taking what it
+    /// `needs`: a slot (refused when none is free) and bytes, from this partition's credit,
+    /// refilled from the budget when short (refused when the budget has no room). Counts the
+    /// event as buffered. A refused event holds what it held before.
     pub(crate) fn push_event(
         &self,
-        mut queued: Queued,
+        mut event: Command,
         needs: Needs,
         budget: &ByteBudget,
     ) -> Result<(), Refused> {
@@ -148,28 +149,32 @@ impl Inbox {
             match self.state.try_lock() {
                 Ok(state) => state,
                 Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-                Err(TryLockError::WouldBlock) => return Err(Refused::Busy(queued)),
+                Err(TryLockError::WouldBlock) => return Err(Refused::Busy(event)),
             }
         };
         if state.closed {
-            return Err(Refused::Closed(queued));
+            return Err(Refused::Closed(event));
         }
         if needs.slot && state.free_slots == 0 {
-            return Err(Refused::NoSlot(queued));
+            return Err(Refused::NoSlot(event));
         }
         if needs.bytes > 0 {
             if state.credit < needs.bytes && !budget.refill(&mut state.credit, needs.bytes) {
-                return Err(Refused::NoBytes(queued));
+                return Err(Refused::NoBytes(event));
             }
             state.credit -= needs.bytes;
-            queued.space.add_bytes(needs.bytes);
+            if let Some(queued) = event.queued_mut() {
+                queued.hold_bytes(needs.bytes);
+            }
         }
         if needs.slot {
             self.take_slot_locked(&mut state);
-            queued.space.add_slot();
+            if let Some(queued) = event.queued_mut() {
+                queued.hold_slot();
+            }
         }
         state.buffered = state.buffered.saturating_add(1);
-        state.commands.push_back(Command::Event(queued));
+        state.commands.push_back(event);
         self.wake_actor(state);
         Ok(())
     }

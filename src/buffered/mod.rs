@@ -6,7 +6,8 @@
 //! - `builder.rs`: constructors and the builder (options, handlers);
 //! - `reporter.rs`: the task per partition that calls the handlers, in send order;
 //! - `handler.rs`, `context.rs`: the handler trait and closures; what a handler is given;
-//! - `enqueue.rs`: the enqueue pipeline, choose a partition -> reserve space -> push;
+//! - `enqueue/`: the enqueue pipeline, choose a partition -> reserve space -> push, and
+//!   enqueueing a whole stream;
 //! - `shutdown.rs`: flush, close, close_abandoning, drop;
 //! - `client.rs`: the handle every clone shares, its first connection and its accessors;
 //! - `routing.rs`: which partition: explicit id, the service's key hash, round-robin;
@@ -16,8 +17,10 @@
 //!   slots and byte credit, and waiting for space;
 //! - `command.rs`, `report.rs`, `budget.rs`: the types both sides use: queued events and
 //!   commands; outcomes for the reporter; units of buffer space and the byte budget;
-//! - `options.rs`, `sender.rs`: options with their defaults; the narrow interface to the
-//!   connection layer (`ProducerClient` implements it), which keeps the logic testable.
+//! - `options.rs`, `partitioner.rs`, `outcome.rs`: options with their defaults; mapping keys
+//!   to partitions; an event's routing and outcome;
+//! - `sender.rs`: the narrow interface to the connection layer (`ProducerClient` implements
+//!   it), which keeps the logic testable.
 
 mod actor;
 mod budget;
@@ -30,6 +33,8 @@ mod enqueue;
 mod handler;
 mod inbox;
 mod options;
+mod outcome;
+mod partitioner;
 mod partitions;
 mod report;
 mod reporter;
@@ -40,7 +45,7 @@ mod shutdown;
 pub use self::builder::BufferedProducerBuilder;
 pub use self::client::BufferedProducerClient;
 pub use self::context::{RequeueError, SendFailedContext, SendSucceededContext};
-pub use self::enqueue::TryEnqueueError;
+pub use self::enqueue::{EnqueueError, EnqueueStreamError, MAX_PARKED};
 pub use self::handler::BufferedProducerHandler;
 pub use self::options::{
     BufferedProducerOptions, EnqueueOptions, DEFAULT_HANDLER_SHUTDOWN_TIMEOUT,
@@ -48,6 +53,8 @@ pub use self::options::{
     DEFAULT_MAX_CONCURRENT_SENDS, DEFAULT_MAX_CONCURRENT_SENDS_PER_PARTITION,
     DEFAULT_MAX_WAIT_TIME, DEFAULT_PARTITION_REFRESH_INTERVAL,
 };
+pub use self::outcome::{EventOutcome, PendingOutcome, PublishedEvent, ReportedEvent, Routing};
+pub use self::partitioner::{Partitioner, ServicePartitioner};
 
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,9 @@
 //! Options of the buffered producer and of each enqueue.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::partitioner::Partitioner;
 use crate::error::{Error, ErrorKind, Result};
 use crate::producer::ProducerClientOptions;
 use crate::retry::RetryOptions;
@@ -26,17 +28,46 @@ pub const DEFAULT_HANDLER_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 ///
 /// Every field has a documented default; [`BufferedProducerBuilder::build`](super::BufferedProducerBuilder::build)
 /// checks them and names the field that is out of range.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct BufferedProducerOptions {
     /// How long the oldest event of a batch may wait before the batch is sent although not
-    /// full. `None` sends only full batches, or on flush and close. Default: 250 ms.
+    /// full. `None` sends only full batches, on flush and close, and (with
+    /// [`send_when_idle`](Self::send_when_idle)) whenever the partition is idle. Default:
+    /// 250 ms.
+    ///
+    /// A batch whose time came while every send slot of its partition is busy keeps taking
+    /// events, up to its size limit, until a slot frees: a small value never queues up tiny
+    /// batches behind a slow send.
     pub max_wait_time: Option<Duration>,
+    /// Send a batch at once when its partition has a free send slot and nothing else waits
+    /// for one, instead of waiting for `max_wait_time`: an idle partition adds no latency,
+    /// while under load events accumulate during each send into the next batch, so batches
+    /// grow with the load by themselves (as Kafka's producer with `linger.ms=0`). It costs
+    /// nothing in service capacity, which Event Hubs counts in events, not batches. Default:
+    /// true.
+    ///
+    /// Measured on a 2-core machine against the emulator (`examples/latency.rs`, 4
+    /// partitions, 100-byte events; see the CHANGELOG for the full table): enqueue-to-handler
+    /// latency at 1,000 events/s fell from p50 128 ms / p99 252 ms to about 1 ms / 3 ms,
+    /// full-load throughput stayed within noise. Turn it off to trade latency for fewer,
+    /// fuller batches when sends are expensive for you (each batch waits up to
+    /// `max_wait_time` then).
+    pub send_when_idle: bool,
     /// Events buffered per partition before enqueueing to it waits. Default: 2500.
     pub max_buffered_events_per_partition: usize,
-    /// Bytes buffered across all partitions before enqueueing waits (estimated from each
-    /// event's body and properties). Default: 256 MiB, so that even 1 MiB events cannot make
-    /// the default configuration exhaust memory. At least 64 KiB.
+    /// Bytes the producer may hold for events enqueued and not yet reported, over all
+    /// partitions; enqueueing waits while they are taken. Default: 256 MiB. At least 64 KiB.
+    ///
+    /// What it counts, per event, from enqueue until its handler call: the event as you gave
+    /// it (body, property names and values, message id, correlation id, content type, key)
+    /// and its encoded copy in the batch (the same again), plus 128 bytes of bookkeeping. So
+    /// 1 KiB events take about 2.2 KiB of the bound each. Not counted: the transfer frames a
+    /// send in flight writes (at most one batch per send in flight, see
+    /// [`max_concurrent_sends`](Self::max_concurrent_sends); 1 MiB per batch on the
+    /// service), the allocator's own overhead, and events handed to your handlers. An event
+    /// larger than the bound takes all of it and passes alone, so 1 MiB events work with any
+    /// bound.
     pub max_buffered_bytes: usize,
     /// Batches being sent at once, over all partitions. Default: 64.
     ///
@@ -69,6 +100,19 @@ pub struct BufferedProducerOptions {
     /// reported as a success after all. This takes up to one more retry-policy bound per
     /// failed batch. Requires `max_concurrent_sends_per_partition == 1`. Default: false.
     pub enable_idempotent_retries: bool,
+    /// The ordering guard: after a batch of a partition fails for good, pause the partition,
+    /// so that nothing enqueued after the failed events is published before them and
+    /// consumers never see a gap. While paused, enqueues to the partition (by id or by a key
+    /// that maps to it) are refused with [`ErrorKind::PartitionPaused`], its events not yet
+    /// being sent fail with that kind (reported to the failure handler), and automatic
+    /// routing passes it over; the failure handler may still
+    /// [`requeue`](crate::SendFailedContext::requeue) events. Resume it with
+    /// [`resume_partition`](super::BufferedProducerClient::resume_partition). Google Pub/Sub's
+    /// ordering keys behave this way. Default: false.
+    pub pause_partition_on_failure: bool,
+    /// Maps partition keys to partitions. Default: None, the service's own hash
+    /// ([`ServicePartitioner`](crate::ServicePartitioner)).
+    pub partitioner: Option<Arc<dyn Partitioner>>,
     /// How long [`close`](super::BufferedProducerClient::close) and
     /// [`close_abandoning`](super::BufferedProducerClient::close_abandoning) wait for one
     /// handler call that does not return, 1 ms to 1 hour. Default: 30 s.
@@ -92,6 +136,9 @@ impl Default for BufferedProducerOptions {
     fn default() -> Self {
         Self {
             max_wait_time: Some(DEFAULT_MAX_WAIT_TIME),
+            send_when_idle: true,
+            pause_partition_on_failure: false,
+            partitioner: None,
             max_buffered_events_per_partition: DEFAULT_MAX_BUFFERED_EVENTS_PER_PARTITION,
             max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
             max_concurrent_sends: DEFAULT_MAX_CONCURRENT_SENDS,
@@ -104,6 +151,40 @@ impl Default for BufferedProducerOptions {
     }
 }
 
+impl std::fmt::Debug for BufferedProducerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufferedProducerOptions")
+            .field("max_wait_time", &self.max_wait_time)
+            .field("send_when_idle", &self.send_when_idle)
+            .field(
+                "max_buffered_events_per_partition",
+                &self.max_buffered_events_per_partition,
+            )
+            .field("max_buffered_bytes", &self.max_buffered_bytes)
+            .field("max_concurrent_sends", &self.max_concurrent_sends)
+            .field(
+                "max_concurrent_sends_per_partition",
+                &self.max_concurrent_sends_per_partition,
+            )
+            .field(
+                "partition_refresh_interval",
+                &self.partition_refresh_interval,
+            )
+            .field("enable_idempotent_retries", &self.enable_idempotent_retries)
+            .field(
+                "pause_partition_on_failure",
+                &self.pause_partition_on_failure,
+            )
+            .field(
+                "partitioner",
+                &self.partitioner.as_ref().map_or("service", |_| "custom"),
+            )
+            .field("handler_shutdown_timeout", &self.handler_shutdown_timeout)
+            .field("client", &self.client)
+            .finish()
+    }
+}
+
 fn out_of_range(field: &str, why: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::InvalidArgument, format!("{field} {why}"))
 }
@@ -112,6 +193,25 @@ impl BufferedProducerOptions {
     /// Sets [`max_wait_time`](Self::max_wait_time).
     pub fn with_max_wait_time(mut self, max_wait_time: Option<Duration>) -> Self {
         self.max_wait_time = max_wait_time;
+        self
+    }
+
+    /// Sets [`send_when_idle`](Self::send_when_idle).
+    pub fn with_send_when_idle(mut self, send_when_idle: bool) -> Self {
+        self.send_when_idle = send_when_idle;
+        self
+    }
+
+    /// Sets [`pause_partition_on_failure`](Self::pause_partition_on_failure) (the ordering
+    /// guard).
+    pub fn with_pause_partition_on_failure(mut self, pause: bool) -> Self {
+        self.pause_partition_on_failure = pause;
+        self
+    }
+
+    /// Sets [`partitioner`](Self::partitioner).
+    pub fn with_partitioner(mut self, partitioner: impl Partitioner) -> Self {
+        self.partitioner = Some(Arc::new(partitioner));
         self
     }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use super::outcome::Routing;
 use crate::error::Error;
 use crate::event::EventData;
 use crate::idempotence::PublishedSequenceNumbers;
@@ -19,7 +20,8 @@ use crate::idempotence::PublishedSequenceNumbers;
 pub(crate) struct BatchOutcome {
     pub partition_id: String,
     pub events: Vec<EventData>,
-    pub keys: Vec<Option<String>>,
+    /// How each event was routed (same order as `events`).
+    pub routes: Vec<Routing>,
     /// Published (with the sequence numbers of an idempotent producer), or why not.
     pub result: Result<Option<PublishedSequenceNumbers>, Arc<Error>>,
 }

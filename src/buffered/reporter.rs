@@ -11,12 +11,13 @@ use tokio::sync::mpsc;
 
 use super::client::{BufferedProducerClient, WeakProducer};
 use super::context::{SendFailedContext, SendSucceededContext};
-use super::handler::BufferedProducerHandler;
+use super::handler::DynHandler;
+use super::outcome::ReportedEvent;
 use super::report::{as_handler, Backlog, BatchOutcome, Report, StartReporter};
 
 /// Starts reporters that call `handler`, with contexts that lead back to `producer`.
 pub(crate) struct Reporters {
-    pub handler: Arc<dyn BufferedProducerHandler>,
+    pub handler: Arc<dyn DynHandler>,
     pub producer: WeakProducer,
 }
 
@@ -35,18 +36,25 @@ impl StartReporter for Reporters {
 
 /// Calls the handler for each report of one partition, in order, until the channel closes.
 async fn run_reporter(
-    handler: Arc<dyn BufferedProducerHandler>,
-    mut reports: mpsc::UnboundedReceiver<Report>,
+    handler: Arc<dyn DynHandler>,
+    reports: mpsc::UnboundedReceiver<Report>,
     backlog: Arc<Backlog>,
     producer: WeakProducer,
 ) {
-    while let Some(report) = reports.recv().await {
+    let mut reports = Unreported(reports);
+    while let Some(report) = reports.0.recv().await {
         let call = match report {
             Report::Barrier(ack) => {
                 let _ = ack.send(());
                 continue;
             }
-            Report::Outcome(outcome) => call_for(&*handler, outcome, producer.upgrade()),
+            // Lazy, so that a handler that panics before its future exists (a closure's
+            // synchronous part) panics inside `catch_unwind` below too.
+            Report::Outcome(outcome) => {
+                let producer = producer.upgrade();
+                let handler = &*handler;
+                async move { call_for(handler, outcome, producer).await }
+            }
         };
         backlog.set_busy(Some(tokio::time::Instant::now()));
         let outcome = as_handler(AssertUnwindSafe(call).catch_unwind()).await;
@@ -63,30 +71,55 @@ async fn run_reporter(
     }
 }
 
+/// The reports of a partition on their way to the handler. Dropped with reports still in it
+/// only when the runtime shut down under the reporter: those events' handler calls can no
+/// longer happen, and that must not go unsaid.
+struct Unreported(mpsc::UnboundedReceiver<Report>);
+
+impl Drop for Unreported {
+    fn drop(&mut self) {
+        let mut events = 0;
+        while let Ok(report) = self.0.try_recv() {
+            if let Report::Outcome(outcome) = report {
+                events += outcome.events.len();
+            }
+        }
+        if events > 0 {
+            tracing::error!(
+                events,
+                "the runtime stopped the buffered producer before these events' outcomes reached the handler (call close() before the runtime shuts down)"
+            );
+        }
+    }
+}
+
 /// The handler call for one outcome.
 fn call_for(
-    handler: &dyn BufferedProducerHandler,
+    handler: &dyn DynHandler,
     outcome: BatchOutcome,
     producer: Option<BufferedProducerClient>,
 ) -> BoxFuture<'_, ()> {
     let BatchOutcome {
         partition_id,
         events,
-        keys,
+        routes,
         result,
     } = outcome;
+    let events = events
+        .into_iter()
+        .zip(routes)
+        .map(|(event, routing)| ReportedEvent { event, routing })
+        .collect();
     match result {
-        Ok(published_sequence_numbers) => handler.on_send_succeeded(SendSucceededContext {
+        Ok(published_sequence_numbers) => handler.succeeded(SendSucceededContext {
             partition_id,
             events,
-            partition_keys: keys,
             published_sequence_numbers,
             producer,
         }),
-        Err(error) => handler.on_send_failed(SendFailedContext {
+        Err(error) => handler.failed(SendFailedContext {
             partition_id,
             events,
-            partition_keys: keys,
             error,
             producer,
         }),

@@ -1,23 +1,19 @@
-//! Which partition an event goes to: an explicit id, the service's hash of its key, or
-//! automatically, to a partition that has room and is not failing.
+//! Which partition an event goes to: an explicit id, its key mapped by the partitioner (the
+//! service's hash by default), or automatically: the round-robin start points automatic
+//! routing tries partitions from (the choice among them, by room and health, is the enqueue
+//! pipeline's).
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use std::sync::Arc;
 
-use eventhubs_partition_key::partition_index_for_key;
-
 use super::options::EnqueueOptions;
+use super::outcome::Routing;
+use super::partitioner::Partitioner;
 use super::partitions::{PartitionHandle, PartitionSet};
 use crate::batch::{batch_target, BatchTarget};
 use crate::error::{Error, ErrorKind, Result};
-
-/// The index of the partition the service would pick for `key` among `count` partitions
-/// (ids in the service's order).
-pub(crate) fn index_for_key(key: &str, count: usize) -> usize {
-    partition_index_for_key(key, count)
-}
 
 /// Where each new thread's automatic placements start: one further than the previous
 /// thread's, so that threads enqueueing at the same pace go through the partitions side by
@@ -51,42 +47,46 @@ impl RoundRobin {
     }
 }
 
-/// Where an event goes, checking the options: an error names what is wrong.
+/// Where an event goes, checking the options (an error names what is wrong): a partition and
+/// how the event is routed to it, or None for automatic routing.
 pub(crate) fn resolve<'a>(
     set: &'a PartitionSet,
     options: &EnqueueOptions,
-) -> Result<Option<(&'a Arc<PartitionHandle>, Option<String>)>> {
+    partitioner: &dyn Partitioner,
+) -> Result<Option<(&'a Arc<PartitionHandle>, Routing)>> {
     let key = options.partition_key.as_deref().filter(|k| !k.is_empty());
     // The common cases first, without the allocations `batch_target` makes.
     match (options.partition_id.as_deref(), key) {
         (None, None) => return Ok(None),
         (Some(id), None) if !id.is_empty() => {
             if let Some(p) = set.get(id) {
-                return Ok(Some((p, None)));
+                return Ok(Some((p, Routing::PartitionId)));
             }
         }
         _ => {}
     }
     match batch_target(options.partition_id.as_deref(), key)? {
         BatchTarget::Partition(id) => match set.get(&id) {
-            Some(p) => Ok(Some((p, None))),
+            Some(p) => Ok(Some((p, Routing::PartitionId))),
             None => Err(Error::new(
                 ErrorKind::InvalidArgument,
                 format!(
                     "partition '{id}' does not exist; the event hub's partitions are {:?}",
                     set.ids()
                 ),
-            )),
+            )
+            .for_partition(id)),
         },
         BatchTarget::PartitionKey(key) => {
-            let index = index_for_key(&key, set.partitions.len());
-            let partition = set.partitions.get(index).ok_or_else(|| {
-                Error::new(
+            let count = set.partitions.len();
+            if count == 0 {
+                return Err(Error::new(
                     ErrorKind::ServiceError,
                     "the event hub reported no partitions",
-                )
-            })?;
-            Ok(Some((partition, Some(key))))
+                ));
+            }
+            let index = partitioner.partition_index(&key, count) % count;
+            Ok(Some((&set.partitions[index], Routing::PartitionKey(key))))
         }
         BatchTarget::Automatic => Ok(None),
     }
@@ -95,14 +95,6 @@ pub(crate) fn resolve<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keys_follow_the_published_vectors() {
-        assert_eq!(index_for_key("alphabet", 3), 0);
-        assert_eq!(index_for_key("alphabet", 11), 4);
-        assert_eq!(index_for_key("TheBestParitionEver", 4), 2);
-        assert_eq!(index_for_key("TheWorstParitionEver", 15), 1);
-    }
 
     #[test]
     fn round_robin_visits_every_partition_once_and_rotates() {

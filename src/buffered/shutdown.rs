@@ -1,17 +1,24 @@
-//! The ends of a producer's work: `flush` (a barrier through every partition), `close` (flush,
-//! then stop the actors and close the connection), `close_abandoning` (stop at once, every
-//! unsent event reported as abandoned), and dropping the last handle (the actors send what is
-//! buffered, in the background). Each waits for the handlers, bounded by
-//! `handler_shutdown_timeout` when closing.
+//! The ends of a producer's work: `flush` (a barrier through every partition, or one),
+//! `clear` (every unsent event reported as abandoned, the producer stays open), the ordering
+//! guard's `resume_partition`, `close` (flush, then stop the actors and close the
+//! connection), `close_abandoning` (stop at once, every unsent event reported as abandoned),
+//! and dropping the last handle (a close, blocking where the runtime allows it, else in the
+//! background). Each waits for the handlers, bounded by `handler_shutdown_timeout` when
+//! closing.
 
 use std::sync::atomic::Ordering;
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use std::sync::Arc;
+
 use super::client::{BufferedProducerClient, Core};
 use super::command::Command;
-use super::report::Backlog;
+use super::partitions::PartitionHandle;
+use super::report::{in_handler, Backlog};
+use super::routing::resolve;
+use super::EnqueueOptions;
 use crate::error::{Error, ErrorKind, Result};
 
 /// Waits for `done` (a partition's close, answered once its last report was handled); false
@@ -46,11 +53,61 @@ async fn handled_in_time(
 }
 
 impl Drop for Core {
-    /// The last handle is gone: the actors send what is still buffered and stop. (They are told
-    /// here rather than by their queues' senders going away, because threads may still hold a
-    /// copy of the partition list; see `SeenPartitions`.)
+    /// The last handle is gone without a (blocking) close: the actors send what is still
+    /// buffered, report it, and stop, in the background, for as long as the runtime runs.
+    /// (They are told here rather than by their queues' senders going away, because threads
+    /// may still hold a copy of the partition list; see `SeenPartitions`.)
     fn drop(&mut self) {
         self.partitions.close_all();
+    }
+}
+
+impl Drop for BufferedProducerClient {
+    /// Dropping the last handle of a producer that still buffers events closes it: on a
+    /// multi-thread tokio runtime, outside the producer's handlers and not while a panic
+    /// unwinds, it blocks the dropping
+    /// thread (with `block_in_place`, so other tasks go on) until every buffered event is sent
+    /// and reported, as `close` would. Elsewhere the actors do the same in the background
+    /// while the runtime runs; what a runtime shutdown cuts off is counted and logged at error
+    /// level by the actors.
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.core) != 1
+            || self.is_closed()
+            || self.total_buffered_event_count() == 0
+            || in_handler()
+            || std::thread::panicking()
+        {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            tracing::warn!(
+                buffered = self.total_buffered_event_count(),
+                "the last handle of a buffered producer was dropped without close() on a current-thread runtime; its events are sent in the background while the runtime runs"
+            );
+            return;
+        }
+        let producer = BufferedProducerClient {
+            core: self.core.clone(),
+        };
+        tracing::warn!(
+            buffered = producer.total_buffered_event_count(),
+            "the last handle of a buffered producer was dropped without close(); closing it now (call close() to choose when)"
+        );
+        // A runtime that is shutting down, or a LocalSet, cannot block here: then the
+        // background path above applies (its refusal is a panic, caught here).
+        let closed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tokio::task::block_in_place(|| runtime.block_on(producer.close()))
+        }));
+        match closed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "closing the dropped producer failed"),
+            Err(_) => tracing::warn!(
+                "could not block to close the dropped producer; it closes in the background"
+            ),
+        }
     }
 }
 
@@ -72,10 +129,100 @@ impl BufferedProducerClient {
         Ok(())
     }
 
+    /// Flushes one partition: sends what is buffered for it now and returns once each of
+    /// those events has had its handler call. Other partitions are not touched.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidArgument`] when the event hub has no such partition,
+    /// [`ErrorKind::Closed`] after close.
+    pub async fn flush_partition(&self, partition_id: &str) -> Result<()> {
+        let partition = self.partition(partition_id).await?;
+        self.barrier_on(std::slice::from_ref(&partition), Command::Flush)
+            .await;
+        Ok(())
+    }
+
+    /// Flushes the partition that events with this partition key go to (see
+    /// [`flush_partition`](Self::flush_partition)).
+    pub async fn flush_key(&self, partition_key: &str) -> Result<()> {
+        let id = self.partition_for_key(partition_key).await?;
+        self.flush_partition(&id).await
+    }
+
+    /// The partition events with this partition key go to (by the partitioner in force).
+    pub async fn partition_for_key(&self, partition_key: &str) -> Result<String> {
+        if self.is_closed() {
+            return Err(Self::closed_error());
+        }
+        let set = self.partitions().await?;
+        let options = EnqueueOptions::default().with_partition_key(partition_key);
+        match resolve(&set, &options, &*self.core.partitioner)? {
+            Some((partition, _)) => Ok(partition.shared.id.clone()),
+            None => Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "the partition key is empty",
+            )),
+        }
+    }
+
+    /// Reports every buffered event that is not being sent yet to the failure handler as
+    /// [`ErrorKind::Abandoned`] (their outcomes too), and returns once that is done. Batches
+    /// already being sent go on and are reported as usual. The producer stays open: events
+    /// enqueued after the call are kept.
+    pub async fn clear(&self) -> Result<()> {
+        if self.is_closed() {
+            return Err(Self::closed_error());
+        }
+        self.barrier(Command::Clear).await;
+        Ok(())
+    }
+
+    /// Resumes a partition the ordering guard paused
+    /// ([`pause_partition_on_failure`](super::BufferedProducerOptions::pause_partition_on_failure)):
+    /// enqueues to it are taken again. Returns whether it was paused.
+    pub async fn resume_partition(&self, partition_id: &str) -> Result<bool> {
+        let partition = self.partition(partition_id).await?;
+        Ok(partition.shared.paused.swap(false, Ordering::SeqCst))
+    }
+
+    /// Whether the ordering guard paused the partition (false for a partition not known).
+    pub fn is_partition_paused(&self, partition_id: &str) -> bool {
+        self.current_partitions()
+            .get(partition_id)
+            .is_some_and(|p| p.shared.is_paused())
+    }
+
+    async fn partition(&self, partition_id: &str) -> Result<Arc<PartitionHandle>> {
+        if self.is_closed() {
+            return Err(Self::closed_error());
+        }
+        let set = self.partitions().await?;
+        set.get(partition_id).cloned().ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "partition '{partition_id}' does not exist; the event hub's partitions are {:?}",
+                    set.ids()
+                ),
+            )
+            .for_partition(partition_id)
+        })
+    }
+
     async fn barrier(&self, command: impl Fn(oneshot::Sender<()>) -> Command) {
         let set = self.current_partitions();
+        self.barrier_on(&set.partitions, command).await;
+    }
+
+    /// Sends `command` to each partition and waits for every answer.
+    async fn barrier_on(
+        &self,
+        partitions: &[Arc<PartitionHandle>],
+        command: impl Fn(oneshot::Sender<()>) -> Command,
+    ) {
         let mut waits = Vec::new();
-        for partition in &set.partitions {
+        for partition in partitions {
             let (ack, done) = oneshot::channel();
             if partition.shared.inbox.push_command(command(ack)).is_ok() {
                 waits.push(done);

@@ -72,7 +72,6 @@ impl ProducerClient {
         stamp: &Stamp,
         error: Error,
     ) -> Result<PublishedSequenceNumbers> {
-        const MAY_HAVE_BEEN_PUBLISHED: &str = "; it may or may not have been published";
         if error.kind() == ErrorKind::ProducerEpochStolen {
             // Another link holds the producer id with a newer epoch: start over with a new id.
             self.publishing(path, |p| p.forget_producer());
@@ -87,10 +86,8 @@ impl ProducerClient {
                 tracing::info!(path, error = %error, "the service had stored the batch whose send failed");
                 Ok(stamp.published())
             }
-            Some(Settled::NotPublished) => {
-                Err(error.with_context("; the service confirmed it was not published"))
-            }
-            Some(Settled::Unknown) | None => Err(error.with_context(MAY_HAVE_BEEN_PUBLISHED)),
+            Some(Settled::NotPublished) => Err(error.settled_as_not_published()),
+            Some(Settled::Unknown) | None => Err(error.may_have_reached_the_service()),
         }
     }
 

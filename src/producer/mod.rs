@@ -100,6 +100,7 @@ impl ProducerClient {
         options: ProducerClientOptions,
     ) -> Result<Self> {
         let parsed = ConnectionString::parse(connection_string)?;
+        parsed.warn_about_oddities();
         let eventhub = parsed.resolve_eventhub_name(eventhub)?;
         let credential = match (parsed.shared_access_key_name(), parsed.shared_access_key(), parsed.shared_access_signature()) {
             (Some(name), Some(key), _) => Credential::Key(SharedAccessKey::new(name, key)?),

@@ -1,7 +1,7 @@
 //! Batches and sends: a batch for a target, sent as one delivery under the retry policy,
 //! with whatever a failed try broke rebuilt before the next.
 
-use crate::amqp::sender::Payload;
+use crate::amqp::sender::{Payload, Uncertainty};
 use crate::batch::{batch_target, BatchTarget, CreateBatchOptions, EventDataBatch};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::EventData;
@@ -63,21 +63,17 @@ impl ProducerClient {
             _ => None,
         };
         let payload = Payload::batch(key, encoded);
-        self.send_payload(&self.path_for(target), &payload)
-            .await
-            .map_err(|error| match error.kind() {
-                // The delivery may have reached the service before its outcome was lost.
-                ErrorKind::Timeout | ErrorKind::ConnectionLost | ErrorKind::LinkDetached
-                    if !error.message().contains("may or may not") =>
-                {
-                    error.with_context("; the batch may or may not have been published")
-                }
-                _ => error,
-            })
+        self.send_payload(&self.path_for(target), &payload).await
     }
 
     /// Sends a payload to `path` under the retry policy, rebuilding whatever a failed try broke.
+    ///
+    /// When the send fails for good, its error says whether the batch may have been stored
+    /// ([`Error::may_have_been_published`]): true as soon as any try handed the delivery to the
+    /// connection and never heard a definite outcome (its connection was lost, its link
+    /// detached, or the try timed out), whatever the last try's error is.
     pub(super) async fn send_payload(&self, path: &str, payload: &Payload) -> Result<()> {
+        let uncertain = Uncertainty::default();
         let span = tracing::info_span!(
             "send",
             eventhub = %self.inner.eventhub,
@@ -86,11 +82,12 @@ impl ProducerClient {
         );
         let send = self.inner.retry.run("send", |attempt| {
             tracing::Span::current().record("attempt", attempt);
+            let uncertain = &uncertain;
             async move {
                 let sender = self.sender(path).await.map_err(|f| f.error)?;
                 let generation = sender.generation();
                 let is_lost = || self.inner.connection.is_generation_lost(generation);
-                match sender.send(payload, is_lost).await {
+                match sender.send(payload, is_lost, uncertain).await {
                     Ok(()) => Ok(()),
                     Err(failure) => {
                         self.forget(path, &sender, failure.broken).await;
@@ -99,7 +96,11 @@ impl ProducerClient {
                 }
             }
         });
-        tracing::Instrument::instrument(send, span).await
+        let result = tracing::Instrument::instrument(send, span).await;
+        result.map_err(|error| match uncertain.any() {
+            true => error.may_have_reached_the_service(),
+            false => error,
+        })
     }
 
     /// Sends `events` as one batch (all or nothing). Events that do not fit in one batch are

@@ -226,7 +226,7 @@ async fn a_wrong_key_makes_enqueue_fail_unauthorized_at_once() {
     )
     .await
     .unwrap_err();
-    assert_eq!(err.error().map(|e| e.kind()), Some(ErrorKind::Unauthorized));
+    assert_eq!(Some(err.kind()), Some(ErrorKind::Unauthorized));
     bounded("close", BOUND, producer.close()).await.unwrap();
     assert_eq!(recorder.handled(), 0);
     assert_eq!(emulator.counters().deliveries, 0);
@@ -262,7 +262,12 @@ async fn an_endpoint_where_nothing_listens_fails_within_the_retry_bound() {
     .await
     .unwrap_err();
     let elapsed = started.elapsed();
-    assert_eq!(err.kind(), ErrorKind::ConnectionLost, "{err}");
+    assert_eq!(err.kind(), ErrorKind::ConnectionFailed, "{err}");
+    assert_eq!(
+        err.into_event().body().as_ref(),
+        b"x",
+        "the event comes back"
+    );
     assert!(
         elapsed < bound,
         "{elapsed:?} is beyond the retry bound {bound:?}"
@@ -275,6 +280,66 @@ async fn an_endpoint_where_nothing_listens_fails_within_the_retry_bound() {
     )
     .await
     .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::ConnectionLost);
+    assert_eq!(err.kind(), ErrorKind::ConnectionFailed);
     bounded("close", BOUND, producer.close()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_host_that_does_not_resolve_fails_at_once_naming_it_and_is_not_retried() {
+    // `.invalid` never resolves (RFC 2606).
+    let cs = "Endpoint=sb://no-such-namespace.invalid;SharedAccessKeyName=k;SharedAccessKey=v;EntityPath=hub";
+    let retry = RetryOptions::default().with_delay(Duration::from_secs(5));
+    let producer = BufferedProducerClient::from_connection_string(cs, None)
+        .options(fast_options().with_retry_options(retry))
+        .on_send_failed(|_| async {})
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let err = bounded(
+        "enqueue to a name that does not resolve",
+        Duration::from_secs(30),
+        producer.enqueue_event(event("x"), auto()),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::HostNotFound, "{err}");
+    assert!(!err.error().is_transient());
+    assert!(
+        err.to_string().contains("no-such-namespace.invalid"),
+        "names the host: {err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "not retried (a retry would pause 5 s first)"
+    );
+    assert_eq!(err.into_event().body().as_ref(), b"x");
+}
+
+#[tokio::test]
+async fn tls_to_a_plain_amqp_port_hints_at_the_development_emulator_flag() {
+    let emulator = emulator().await;
+    // The emulator's own connection string without `UseDevelopmentEmulator=true`: TLS to a
+    // port that speaks plain AMQP.
+    let cs = emulator
+        .connection_string()
+        .replace("UseDevelopmentEmulator=true;", "");
+    assert!(!cs.contains("UseDevelopmentEmulator"));
+    let retry = RetryOptions::default().with_max_retries(0);
+    let producer = BufferedProducerClient::from_connection_string(&cs, None)
+        .options(fast_options().with_retry_options(retry))
+        .on_send_failed(|_| async {})
+        .build()
+        .unwrap();
+    let err = bounded(
+        "enqueue over TLS to a plain port",
+        BOUND,
+        producer.enqueue_event(event("x"), auto()),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Tls, "{err}");
+    assert!(
+        err.to_string().contains("UseDevelopmentEmulator=true"),
+        "{err}"
+    );
 }

@@ -44,7 +44,9 @@ async fn lost_connections_between_enqueues_lose_and_duplicate_nothing() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     round(producer.clone(), "after-detach").await;
     // A drop while events wait in the buffer (not in flight): they go on a new connection.
-    let options = reconnecting_options().with_max_wait_time(Some(Duration::from_secs(30)));
+    let options = reconnecting_options()
+        .with_max_wait_time(Some(Duration::from_secs(30)))
+        .with_send_when_idle(false);
     let (slow, slow_recorder) = producer_with(&emulator, options);
     slow.enqueue_event(event("slow-0"), to("1")).await.unwrap();
     bounded("flush", BOUND, slow.flush()).await.unwrap();
@@ -75,7 +77,9 @@ async fn lost_connections_between_enqueues_lose_and_duplicate_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_in_flight_when_the_connection_drops_is_sent_again_and_reported_once() {
     let emulator = emulator().await;
-    let (producer, recorder) = producer_with(&emulator, reconnecting_options());
+    // One batch of three (not the first event alone at once).
+    let options = reconnecting_options().with_send_when_idle(false);
+    let (producer, recorder) = producer_with(&emulator, options);
     producer
         .enqueue_event(event("warm-up"), to("0"))
         .await
@@ -86,7 +90,7 @@ async fn a_batch_in_flight_when_the_connection_drops_is_sent_again_and_reported_
         .faults()
         .delay_dispositions(Duration::from_millis(500));
     producer
-        .enqueue_events((0..3).map(|i| event(format!("f{i}"))), to("0"))
+        .enqueue_events((0..3).map(|i| event(format!("f{i}"))).collect(), to("0"))
         .await
         .unwrap();
     wait_until("the batch is stored", BOUND, || {
@@ -109,6 +113,7 @@ async fn a_batch_in_flight_when_the_connection_drops_is_sent_again_and_reported_
             bodies: vec!["f0".into(), "f1".into(), "f2".into()],
             error: None,
             message: None,
+            may_have_been_published: false,
         }
     );
     assert_eq!(recorder.calls().len(), 2);

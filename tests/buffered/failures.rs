@@ -12,7 +12,7 @@ async fn a_non_transient_rejection_goes_to_the_failure_handler_with_its_events()
         FaultScope::partition(HUB, "1"),
     );
     producer
-        .enqueue_events((0..3).map(|i| event(format!("q{i}"))), to("1"))
+        .enqueue_events((0..3).map(|i| event(format!("q{i}"))).collect(), to("1"))
         .await
         .unwrap();
     producer
@@ -76,7 +76,7 @@ async fn transient_rejections_within_max_retries_are_published_once() {
         .faults()
         .reject_next(1, FaultCondition::Timeout, FaultScope::partition(HUB, "0"));
     producer
-        .enqueue_events((0..4).map(|i| event(format!("t{i}"))), to("0"))
+        .enqueue_events((0..4).map(|i| event(format!("t{i}"))).collect(), to("0"))
         .await
         .unwrap();
     bounded("flush", BOUND, producer.flush()).await.unwrap();
@@ -106,7 +106,7 @@ async fn transient_rejections_within_max_retries_are_published_once() {
         FaultScope::partition(HUB, "0"),
     );
     producer
-        .enqueue_events((0..2).map(|i| event(format!("x{i}"))), to("0"))
+        .enqueue_events((0..2).map(|i| event(format!("x{i}"))).collect(), to("0"))
         .await
         .unwrap();
     bounded("flush", BOUND, producer.flush()).await.unwrap();
@@ -130,14 +130,18 @@ async fn rejected_events_requeued_by_the_failure_handler_keep_their_keys() {
     let delivered = Arc::new(Mutex::new(Vec::<String>::new()));
     let producer =
         BufferedProducerClient::from_connection_string(&emulator.connection_string(), None)
-            .options(fast_options().with_max_wait_time(Some(Duration::from_secs(30))))
+            .options(
+                fast_options()
+                    .with_max_wait_time(Some(Duration::from_secs(30)))
+                    .with_send_when_idle(false),
+            )
             .on_send_succeeded({
                 let delivered = delivered.clone();
                 move |context: SendSucceededContext| {
                     delivered
                         .lock()
                         .unwrap()
-                        .extend(context.events.iter().map(body_text));
+                        .extend(context.event_data().map(body_text));
                     async {}
                 }
             })
@@ -145,8 +149,12 @@ async fn rejected_events_requeued_by_the_failure_handler_keep_their_keys() {
                 let failures = failures.clone();
                 move |context: SendFailedContext| {
                     failures.lock().unwrap().push((
-                        context.events.iter().map(body_text).collect(),
-                        context.partition_keys.clone(),
+                        context.event_data().map(body_text).collect(),
+                        context
+                            .events
+                            .iter()
+                            .map(|e| e.partition_key().map(str::to_string))
+                            .collect::<Vec<_>>(),
                     ));
                     async move {
                         context.requeue().await.expect("requeued");
@@ -240,7 +248,9 @@ async fn an_event_larger_than_the_link_allows_fails_alone_at_once() {
         .await
         .expect("emulator");
     // A long max_wait_time: only the failure may be reported before the flush.
-    let options = fast_options().with_max_wait_time(Some(Duration::from_secs(30)));
+    let options = fast_options()
+        .with_max_wait_time(Some(Duration::from_secs(30)))
+        .with_send_when_idle(false);
     let (producer, recorder) = producer_with(&emulator, options);
     producer
         .enqueue_event(event("small-1"), to("0"))
@@ -270,6 +280,7 @@ async fn an_event_larger_than_the_link_allows_fails_alone_at_once() {
             bodies: vec!["small-1".into(), "small-2".into()],
             error: None,
             message: None,
+            may_have_been_published: false,
         }
     );
     assert_eq!(stored(&emulator, "0"), vec!["small-1", "small-2"]);
@@ -295,7 +306,10 @@ async fn a_batch_the_service_finds_too_large_is_sent_again_within_its_new_limit(
     emulator.faults().set_max_message_size(1000);
     let body = "b".repeat(300);
     producer
-        .enqueue_events((0..5).map(|i| event(format!("{i}{body}"))), to("3"))
+        .enqueue_events(
+            (0..5).map(|i| event(format!("{i}{body}"))).collect(),
+            to("3"),
+        )
         .await
         .unwrap();
     bounded("flush", BOUND, producer.flush()).await.unwrap();

@@ -5,7 +5,9 @@ use crate::prelude::*;
 #[tokio::test]
 async fn flush_returns_once_everything_before_it_is_handled_without_waiting_out_max_wait_time() {
     let emulator = emulator().await;
-    let options = fast_options().with_max_wait_time(Some(Duration::from_secs(30)));
+    let options = fast_options()
+        .with_max_wait_time(Some(Duration::from_secs(30)))
+        .with_send_when_idle(false);
     let (producer, recorder) = producer_with(&emulator, options);
     // A flush before anything was enqueued (not even connected) returns at once.
     bounded("empty flush", BOUND, producer.flush())
@@ -81,7 +83,9 @@ async fn flush_returns_once_everything_before_it_is_handled_without_waiting_out_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn back_pressure_over_the_real_connection() {
     let emulator = emulator().await;
-    let options = fast_options().with_max_buffered_events_per_partition(5);
+    let options = fast_options()
+        .with_max_buffered_events_per_partition(5)
+        .with_send_when_idle(false);
     let (producer, recorder) = producer_with(&emulator, options);
     // Connect and attach first, so that the delay below is the only slow part.
     producer
@@ -126,14 +130,13 @@ async fn back_pressure_over_the_real_connection() {
     assert_eq!(producer.buffered_event_count("0"), 5);
 
     // Once the service answers (300 ms later), the same enqueue goes through.
-    let total = bounded(
+    bounded(
         "enqueue after the delay",
         BOUND,
         producer.enqueue_event(event("after"), to("0")),
     )
     .await
     .unwrap();
-    assert!(total >= 1);
     // The held batch was accepted before room was given back.
     assert_eq!(
         stored(&emulator, "0"),

@@ -17,7 +17,7 @@ async fn a_panicking_success_handler_does_not_stop_the_producer() {
                     let n = calls.fetch_add(1, Ordering::SeqCst);
                     seen.lock()
                         .unwrap()
-                        .extend(context.events.iter().map(body_text));
+                        .extend(context.event_data().map(body_text));
                     async move {
                         if n == 0 {
                             panic!("a handler bug (expected by this test)");

@@ -18,7 +18,7 @@ mod proxy;
 mod recorder;
 
 pub use self::proxy::Proxy;
-pub use self::recorder::{body_text, Call, Recorder};
+pub use self::recorder::{body_text, Call, Failure, Recorder};
 
 pub const HUB: &str = "hub";
 

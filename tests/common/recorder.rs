@@ -15,6 +15,15 @@ pub struct Call {
     pub bodies: Vec<String>,
     pub error: Option<ErrorKind>,
     pub message: Option<String>,
+    /// For a failure: whether its error said the events may have been published.
+    pub may_have_been_published: bool,
+}
+
+/// What a failure handler call is told, as recorded.
+pub struct Failure {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub may_have_been_published: bool,
 }
 
 /// Records every handler call, in the order the calls happened.
@@ -27,38 +36,48 @@ pub fn body_text(event: &EventData) -> String {
     String::from_utf8(event.body().to_vec()).expect("utf8 body")
 }
 
-#[async_trait::async_trait]
 impl BufferedProducerHandler for Recorder {
     async fn on_send_succeeded(&self, context: SendSucceededContext) {
-        self.record(context.partition_id, &context.events, None);
+        self.record(&context.partition_id, context.event_data(), None);
     }
 
     async fn on_send_failed(&self, context: SendFailedContext) {
-        self.record(
-            context.partition_id,
-            &context.events,
-            Some((context.error.kind(), context.error.to_string())),
-        );
+        let failure = Failure {
+            kind: context.error.kind(),
+            message: context.error.to_string(),
+            may_have_been_published: context.error.may_have_been_published(),
+        };
+        self.record(&context.partition_id, context.event_data(), Some(failure));
     }
 }
 
 impl Recorder {
-    pub fn record(
+    pub fn record<'a>(
         &self,
-        partition: String,
-        events: &[EventData],
-        error: Option<(ErrorKind, String)>,
+        partition: &str,
+        events: impl IntoIterator<Item = &'a EventData>,
+        failure: Option<Failure>,
     ) {
-        let (error, message) = match error {
-            Some((kind, message)) => (Some(kind), Some(message)),
-            None => (None, None),
+        let (error, message, may_have_been_published) = match failure {
+            Some(f) => (Some(f.kind), Some(f.message), f.may_have_been_published),
+            None => (None, None, false),
         };
         self.calls.lock().unwrap().push(Call {
-            partition,
-            bodies: events.iter().map(body_text).collect(),
+            partition: partition.to_string(),
+            bodies: events.into_iter().map(body_text).collect(),
             error,
             message,
+            may_have_been_published,
         });
+    }
+
+    /// The bodies of every failed event whose error said it may have been published.
+    pub fn maybe_published(&self) -> HashSet<String> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.may_have_been_published)
+            .flat_map(|c| c.bodies)
+            .collect()
     }
 
     pub fn calls(&self) -> Vec<Call> {

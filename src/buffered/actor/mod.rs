@@ -1,16 +1,24 @@
 //! The per-partition actor: takes enqueued events from its inbox, encodes each once into the
-//! batch being built, seals the batch when it is full, when its oldest event has waited
-//! `max_wait_time`, or on flush and close, sends sealed batches within the concurrency limits,
-//! and hands every outcome, in send order, to the partition's reporter.
+//! batch being built, sends batches within the concurrency limits, and hands every outcome,
+//! in send order, to the partition's reporter (resolving the per-event outcomes callers
+//! await on the way).
+//!
+//! When a batch goes:
+//! - at once when the partition has a free send slot and nothing else waits for one
+//!   (`send_when_idle`, the default): an idle partition adds no latency, and events that
+//!   arrive while a send is in flight accumulate into the next batch;
+//! - when it is full (the next event does not fit), or the partition's buffer is full;
+//! - when its oldest event has waited `max_wait_time`, on flush, and on close. A batch whose
+//!   time came while every send slot is busy keeps taking events, up to its size limit, until
+//!   a slot frees: small `max_wait_time` values never queue up tiny batches.
 //!
 //! - `mod.rs`: the actor's state, its start and its loop (what it waits for, in which order);
-//! - `building.rs`: adding events to the batch being built and sealing it;
-//! - `sending.rs`: sending sealed batches, their outcomes, and abandoning;
+//! - `building.rs`: adding events to the batch being built, sealing, flush and clear;
+//! - `sending.rs`: sending batches, their outcomes, the ordering guard, and abandoning;
 //! - `resplit.rs`: a batch refused for a size limit the service lowered, sent again in pieces;
 //! - `settings.rs`: what the producer and the actors share.
 
 use std::collections::VecDeque;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
@@ -22,6 +30,7 @@ use tokio::time::Instant;
 use super::budget::Reservation;
 use super::command::Command;
 use super::inbox::Inbox;
+use super::outcome::{OutcomeSender, Routing};
 use super::report::{Backlog, Report};
 use crate::batch::EventDataBatch;
 use crate::error::Result;
@@ -42,13 +51,11 @@ pub(crate) fn spawn(
     settings: Arc<ActorSettings>,
 ) -> Arc<PartitionShared> {
     let backlog = Arc::new(Backlog::default());
-    let shared = Arc::new(PartitionShared {
+    let shared = Arc::new(PartitionShared::new(
         id,
-        failing: AtomicBool::new(false),
-        reporter: backlog.clone(),
-        give_up: tokio::sync::Notify::new(),
-        inbox: Inbox::new(max_buffered_events),
-    });
+        backlog.clone(),
+        Inbox::new(max_buffered_events),
+    ));
     let reports = settings.reporters.start(backlog.clone());
     let backlog_limit = (2 * settings.max_sends_per_partition).max(4);
     let actor = Actor {
@@ -75,26 +82,65 @@ pub(crate) fn spawn(
     shared
 }
 
-struct Building {
-    batch: EventDataBatch,
-    keys: Vec<Option<String>>,
+/// What a batch carries besides its events: how each was routed, the outcomes callers await
+/// (by the event's index in the batch; most events have none), and the buffer space it holds.
+#[derive(Default)]
+struct Riders {
+    routes: Vec<Routing>,
+    outcomes: Vec<(usize, OutcomeSender)>,
     reservation: Reservation,
-    oldest: Instant,
 }
 
+impl Riders {
+    fn with_capacity(events: usize) -> Self {
+        Self {
+            routes: Vec::with_capacity(events),
+            ..Self::default()
+        }
+    }
+
+    /// Splits off the riders of the events from `at` on (their indexes start from 0 again);
+    /// the space stays here.
+    fn split_off(&mut self, at: usize) -> Riders {
+        let routes = self.routes.split_off(at.min(self.routes.len()));
+        let (keep, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.outcomes)
+            .into_iter()
+            .partition(|(index, _)| *index < at);
+        self.outcomes = keep;
+        Riders {
+            routes,
+            outcomes: later
+                .into_iter()
+                .map(|(index, outcome)| (index - at, outcome))
+                .collect(),
+            reservation: Reservation::default(),
+        }
+    }
+}
+
+/// The batch being built.
+struct Building {
+    batch: EventDataBatch,
+    riders: Riders,
+    /// When its first event was taken from the inbox.
+    oldest: Instant,
+    /// Its time came (max_wait_time, a flush, a full buffer) while no send slot was free: it
+    /// goes with the next free slot, and takes events until then.
+    due: bool,
+}
+
+/// A full batch waiting for a send slot.
 struct Sealed {
     seq: u64,
     batch: EventDataBatch,
-    keys: Vec<Option<String>>,
-    reservation: Reservation,
+    riders: Riders,
 }
 
-/// Events of a batch in flight, with their keys and the space they hold.
+/// Events of a batch in flight, with their riders.
 struct InFlight {
     seq: u64,
     events: Vec<EventData>,
-    keys: Vec<Option<String>>,
-    reservation: Reservation,
+    riders: Riders,
     /// Set when the batch is being sent again in pieces (the service lowered its size
     /// limit): the outcome of each piece, in order.
     pieces: Option<resplit::Pieces>,
@@ -131,6 +177,32 @@ struct Actor {
     close_waiters: Vec<oneshot::Sender<()>>,
 }
 
+impl Drop for Actor {
+    /// The actor stops with events still held only when its runtime shut down under it (every
+    /// other way out reports them first): they can be neither sent nor reported any more, and
+    /// must not vanish without a word.
+    fn drop(&mut self) {
+        self.shared.inbox.take_all(&mut self.pending);
+        let queued = self
+            .pending
+            .iter()
+            .filter(|c| matches!(c, Command::Event(_) | Command::Tracked(_)))
+            .count();
+        let unsent = queued
+            + self.building.as_ref().map_or(0, |b| b.batch.len())
+            + self.ready.iter().map(|s| s.batch.len()).sum::<usize>();
+        let in_flight: usize = self.in_flight_events.iter().map(|b| b.events.len()).sum();
+        if unsent + in_flight > 0 {
+            tracing::error!(
+                partition = %self.shared.id,
+                unsent,
+                in_flight_may_have_been_published = in_flight,
+                "the runtime stopped the buffered producer before these events were sent and reported; they are lost to the handlers (call close() before the runtime shuts down)"
+            );
+        }
+    }
+}
+
 async fn sleep_until_some(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -144,18 +216,19 @@ impl Actor {
             if self.handle_pending().await {
                 break;
             }
-            self.seal_if_nothing_more_can_come();
-            self.dispatch_ready();
+            self.mark_due_if_nothing_more_can_come();
+            self.dispatch();
             if self.is_finished() {
                 break;
             }
             let deadline = match (&self.building, self.settings.max_wait_time) {
-                (Some(b), Some(wait)) => Some(b.oldest + wait),
+                (Some(b), Some(wait)) if !b.due => Some(b.oldest + wait),
                 _ => None,
             };
             let has_slot = self.in_flight.len() < self.settings.max_sends_per_partition;
             let backlog_full = self.backlog.pending() >= self.backlog_limit;
-            let wants_global = !self.ready.is_empty() && has_slot && !backlog_full;
+            let has_work = self.has_batch_to_send();
+            let wants_global = has_work && has_slot && !backlog_full;
             let global = self.settings.global_sends.clone();
             let backlog = self.backlog.clone();
             let shared = self.shared.clone();
@@ -166,17 +239,17 @@ impl Actor {
                 }
                 permit = global.acquire_owned(), if wants_global => {
                     if let Ok(permit) = permit {
-                        self.start_send(permit);
+                        self.start_next_send(permit);
                     }
                 }
-                _ = backlog.wait_below(self.backlog_limit), if backlog_full && !self.ready.is_empty() => {}
-                _ = sleep_until_some(deadline), if deadline.is_some() => self.seal(),
+                _ = backlog.wait_below(self.backlog_limit), if backlog_full && has_work => {}
+                _ = sleep_until_some(deadline), if deadline.is_some() => self.mark_due(),
                 // Close stopped waiting for this partition (its handler is stuck).
                 _ = shared.give_up.notified() => {
                     self.abandon();
                     break;
                 }
-                // Commands already taken are handled one per turn while a sealed batch waits
+                // Commands already taken are handled one per turn while a full batch waits
                 // for a send slot: a close_abandoning must not wait behind a send that hangs
                 // (memory stays bounded by the slots).
                 _ = std::future::ready(()), if !self.pending.is_empty() => {}
@@ -212,17 +285,16 @@ impl Actor {
         }
     }
 
-    /// Seals the batch being built when the partition's buffer is full and its queue is empty:
-    /// enqueuers are waiting for space only a send can free, so waiting for the batch to
-    /// fill or for `max_wait_time` would only stall them.
-    fn seal_if_nothing_more_can_come(&mut self) {
+    /// The batch being built is due when the partition's buffer is full and its queue is
+    /// empty: enqueuers are waiting for space only a send can free, so waiting for the batch
+    /// to fill or for `max_wait_time` would only stall them.
+    fn mark_due_if_nothing_more_can_come(&mut self) {
         if self.building.is_some()
-            && self.ready.is_empty()
             && self.pending.is_empty()
             && !self.shared.inbox.may_have_room()
             && self.shared.inbox.is_full_and_empty()
         {
-            self.seal();
+            self.mark_due();
         }
     }
 
@@ -235,7 +307,7 @@ impl Actor {
     }
 
     /// Handles the commands taken from the inbox, without going back to `select!` between
-    /// them: at least one, then until a batch is sealed (it must be sent first) or after
+    /// them: at least one, then until a batch is full (it must be sent first) or after
     /// `MAX_BURST` commands, so completions are not held up. True when the actor must stop at
     /// once (abandoned).
     async fn handle_pending(&mut self) -> bool {
@@ -245,12 +317,17 @@ impl Actor {
                 break;
             };
             match command {
-                // Synchronous once the batch size limit is known: no future per event.
-                Command::Event(queued) => match self.max_size {
-                    Some(max_size) => self.add(queued, max_size),
-                    None => self.add_first(queued).await,
-                },
+                Command::Event(_) | Command::Tracked(_) => {
+                    if let Some((queued, outcome)) = command.into_event() {
+                        // Synchronous once the batch size limit is known: no future per event.
+                        match self.max_size {
+                            Some(max_size) => self.add(queued, outcome, max_size),
+                            None => self.add_first(queued, outcome).await,
+                        }
+                    }
+                }
                 Command::Flush(ack) => self.flush(ack),
+                Command::Clear(ack) => self.clear(ack),
                 Command::Close {
                     abandon: false,
                     done,

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::FutureExt;
 
-use super::Actor;
+use super::{Actor, Riders};
 use crate::amqp::message::data_section_size;
 use crate::batch::{message_too_large, BatchTarget, EventDataBatch};
 use crate::buffered::sender::BatchSender;
@@ -28,14 +28,6 @@ pub(crate) struct Piece {
 
 /// Where a batch sent in pieces leaves the outcome of each piece.
 pub(crate) type Pieces = Arc<Mutex<Vec<Piece>>>;
-
-/// The error again, for a piece that keeps it (errors are not `Clone`).
-fn copy_of(error: &Error) -> Error {
-    match error.condition() {
-        Some(condition) => Error::from_condition(condition, Some(error.message())),
-        None => Error::new(error.kind(), error.message()),
-    }
-}
 
 /// Sends `encoded` again as batches within the partition's current limit; leaves the outcome
 /// of each piece in `out`. `refusal` is why the whole batch was refused.
@@ -116,8 +108,8 @@ impl Actor {
         let encoded: Vec<Vec<u8>> = batch
             .events
             .iter()
-            .zip(&batch.keys)
-            .map(|(event, key)| self.encode(key, event))
+            .zip(&batch.riders.routes)
+            .map(|(event, routing)| self.encode(routing, event))
             .collect();
         let pieces = Pieces::default();
         batch.pieces = Some(pieces.clone());
@@ -129,7 +121,7 @@ impl Actor {
         let sender = self.settings.sender.clone();
         let global = self.settings.global_sends.clone();
         let partition = self.shared.id.clone();
-        let refusal = copy_of(error);
+        let refusal = error.copy();
         self.in_flight.push_front(
             async move {
                 let _permit = global.acquire_owned().await.ok();
@@ -141,22 +133,23 @@ impl Actor {
         true
     }
 
-    /// Reports a batch that was sent in pieces: one report per piece, in order.
+    /// Reports a batch that was sent in pieces (its space already given back): one report per
+    /// piece, in order.
     pub(super) fn report_pieces(
-        &self,
+        &mut self,
         mut events: Vec<EventData>,
-        mut keys: Vec<Option<String>>,
+        mut riders: Riders,
         pieces: &Pieces,
     ) {
         let pieces = std::mem::take(&mut *pieces.lock().unwrap_or_else(|p| p.into_inner()));
         for Piece { count, result } in pieces {
             let count = count.min(events.len());
             let rest_events = events.split_off(count);
-            let rest_keys = keys.split_off(count.min(keys.len()));
+            let rest_riders = riders.split_off(count);
             self.report_outcome(
                 std::mem::replace(&mut events, rest_events),
-                std::mem::replace(&mut keys, rest_keys),
-                result,
+                std::mem::replace(&mut riders, rest_riders),
+                result.map_err(Arc::new),
             );
         }
         if !events.is_empty() {
@@ -165,7 +158,7 @@ impl Actor {
                 ErrorKind::ServiceError,
                 "the batch was refused as too large and could not be sent again",
             );
-            self.report_outcome(events, keys, Err(error));
+            self.report_outcome(events, riders, Err(Arc::new(error)));
         }
     }
 }

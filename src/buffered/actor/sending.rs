@@ -1,6 +1,7 @@
-//! Sending sealed batches within the concurrency limits, taking their outcomes in send order,
-//! giving their space back, and handing each outcome to the reporter; and abandoning
-//! everything still held, on `close_abandoning` or when close gives up on the partition.
+//! Sending batches within the concurrency limits, taking their outcomes in send order, giving
+//! their space back, resolving the outcomes callers await, and handing each outcome to the
+//! reporter; the ordering guard; and abandoning everything still held, on `close_abandoning`
+//! or when close gives up on the partition.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,50 +11,72 @@ use futures_util::FutureExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-use super::{Actor, InFlight};
-use crate::buffered::budget::Reservation;
+use super::{Actor, InFlight, Riders, Sealed};
 use crate::buffered::capacity::release;
 use crate::buffered::command::Command;
+use crate::buffered::outcome::PublishedEvent;
 use crate::buffered::report::{BatchOutcome, Report};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::EventData;
 use crate::idempotence::PublishedSequenceNumbers;
 
 fn abandoned(in_flight: bool) -> Arc<Error> {
-    let message = if in_flight {
-        "the producer was closed while this batch was being sent; it may or may not have been published"
+    let error = if in_flight {
+        Error::new(
+            ErrorKind::Abandoned,
+            "the producer was closed while this batch was being sent",
+        )
+        .may_have_reached_the_service()
     } else {
-        "the producer was closed without flushing; the events were not sent"
+        Error::new(
+            ErrorKind::Abandoned,
+            "the producer was closed without flushing; the events were not sent",
+        )
     };
-    Arc::new(Error::new(ErrorKind::Abandoned, message))
+    Arc::new(error)
 }
 
 impl Actor {
-    /// Starts as many ready batches as the limits allow without waiting.
-    pub(super) fn dispatch_ready(&mut self) {
-        while !self.ready.is_empty()
+    /// Whether a batch can go as soon as a send slot is free: a full one, or the one being
+    /// built when it is due, or at once when the partition is idle and `send_when_idle` is on.
+    pub(super) fn has_batch_to_send(&self) -> bool {
+        !self.ready.is_empty()
+            || self.building.as_ref().is_some_and(|b| {
+                b.due || (self.settings.send_when_idle && self.in_flight.is_empty())
+            })
+    }
+
+    /// Starts as many batches as the limits allow without waiting.
+    pub(super) fn dispatch(&mut self) {
+        while self.has_batch_to_send()
             && self.in_flight.len() < self.settings.max_sends_per_partition
             && self.backlog.pending() < self.backlog_limit
         {
             match self.settings.global_sends.clone().try_acquire_owned() {
-                Ok(permit) => self.start_send(permit),
+                Ok(permit) => self.start_next_send(permit),
                 Err(_) => break,
             }
         }
     }
 
-    pub(super) fn start_send(&mut self, permit: OwnedSemaphorePermit) {
-        let Some(sealed) = self.ready.pop_front() else {
-            return;
-        };
+    /// Sends the oldest batch that can go: a full one first, else the one being built.
+    pub(super) fn start_next_send(&mut self, permit: OwnedSemaphorePermit) {
+        if self.ready.is_empty() {
+            self.seal();
+        }
+        if let Some(sealed) = self.ready.pop_front() {
+            self.start_send(sealed, permit);
+        }
+    }
+
+    fn start_send(&mut self, sealed: Sealed, permit: OwnedSemaphorePermit) {
         let bytes = sealed.batch.size_in_bytes();
         let (_, encoded, events) = sealed.batch.into_parts();
         let count = events.len();
         self.in_flight_events.push_back(InFlight {
             seq: sealed.seq,
             events,
-            keys: sealed.keys,
-            reservation: sealed.reservation,
+            riders: sealed.riders,
             pieces: None,
         });
         let sender = self.settings.sender.clone();
@@ -71,12 +94,13 @@ impl Actor {
     }
 
     /// Gives back the space of `count` events.
-    pub(super) fn release(&self, count: usize, reservation: Reservation) {
+    pub(super) fn release(&self, count: usize, riders: &mut Riders) {
         // Counts first: an enqueuer woken by the freed space must not be counted on top of
         // the events it replaces (the counts would briefly exceed the partition's limit).
         self.settings
             .total_buffered
             .fetch_sub(count, Ordering::SeqCst);
+        let reservation = std::mem::take(&mut riders.reservation);
         release(
             &self.shared.inbox,
             &self.settings.budget,
@@ -107,18 +131,17 @@ impl Actor {
         let Some(InFlight {
             seq: sent_seq,
             events,
-            keys,
-            reservation,
+            mut riders,
             pieces,
         }) = self.in_flight_events.pop_front()
         else {
             return;
         };
         debug_assert_eq!(sent_seq, seq);
-        self.release(events.len(), reservation);
+        self.release(events.len(), &mut riders);
         match pieces {
-            Some(pieces) => self.report_pieces(events, keys, &pieces),
-            None => self.report_outcome(events, keys, result),
+            Some(pieces) => self.report_pieces(events, riders, &pieces),
+            None => self.report_outcome(events, riders, result.map_err(Arc::new)),
         }
         self.completed_seq = seq;
         while self
@@ -132,55 +155,104 @@ impl Actor {
         }
     }
 
-    /// Reports the outcome of a send of `events` (a whole batch, or a piece of one) and keeps
-    /// the partition's failing flag, which automatic routing reads, up to date.
+    /// Reports the outcome of a send of `events` (a whole batch, or a piece of one), whose
+    /// space was given back: resolves the outcomes callers await, hands the events to the
+    /// reporter, and keeps the partition's failing flag (automatic routing reads it) and the
+    /// ordering guard up to date.
     pub(super) fn report_outcome(
-        &self,
+        &mut self,
         events: Vec<EventData>,
-        keys: Vec<Option<String>>,
-        result: Result<Option<PublishedSequenceNumbers>>,
+        riders: Riders,
+        result: std::result::Result<Option<PublishedSequenceNumbers>, Arc<Error>>,
     ) {
         if events.is_empty() {
             return;
         }
-        let result = match result {
-            Ok(published_sequence_numbers) => {
+        match &result {
+            Ok(_) => {
                 // Only on a change: enqueuers of every core read this line.
                 if self.shared.failing.load(Ordering::Relaxed) {
                     self.shared.failing.store(false, Ordering::SeqCst);
                 }
-                Ok(published_sequence_numbers)
             }
             Err(error) => {
                 self.shared.failing.store(true, Ordering::SeqCst);
                 tracing::error!(partition = %self.shared.id, events = events.len(), error = %error, "batch not published");
-                Err(Arc::new(error))
             }
-        };
+        }
+        self.resolve_outcomes(riders.outcomes, &result);
+        let failed_for_good = matches!(&result, Err(e) if e.kind() != ErrorKind::Abandoned && e.kind() != ErrorKind::PartitionPaused);
         self.report(Report::Outcome(BatchOutcome {
             partition_id: self.shared.id.clone(),
             events,
-            keys,
+            routes: riders.routes,
             result,
         }));
+        if failed_for_good && self.settings.pause_on_failure {
+            self.pause();
+        }
     }
 
-    /// Reports events as failed at once (too large, or the link could not be attached).
-    pub(super) fn fail_now(
+    /// Resolves the outcomes awaited for events of a batch (by their index in it).
+    fn resolve_outcomes(
         &self,
+        outcomes: Vec<(usize, crate::buffered::outcome::OutcomeSender)>,
+        result: &std::result::Result<Option<PublishedSequenceNumbers>, Arc<Error>>,
+    ) {
+        for (index, outcome) in outcomes {
+            let resolved = match result {
+                Ok(numbers) => Ok(PublishedEvent::new(
+                    self.shared.id.clone(),
+                    numbers.as_ref().and_then(|n| n.sequence_number(index)),
+                )),
+                Err(error) => Err(error.clone()),
+            };
+            // Nobody awaits a dropped outcome; that changes nothing.
+            let _ = outcome.send(resolved);
+        }
+    }
+
+    /// Reports events as failed at once (too large, the link could not be attached, the
+    /// partition is paused, cleared or abandoned), giving their space back.
+    pub(super) fn fail_now(
+        &mut self,
         events: Vec<EventData>,
-        keys: Vec<Option<String>>,
-        reservation: Reservation,
+        mut riders: Riders,
         error: Arc<Error>,
     ) {
-        self.release(events.len(), reservation);
-        tracing::error!(partition = %self.shared.id, events = events.len(), error = %error, "events not published");
-        self.report(Report::Outcome(BatchOutcome {
-            partition_id: self.shared.id.clone(),
-            events,
-            keys,
-            result: Err(error),
-        }));
+        self.release(events.len(), &mut riders);
+        self.report_outcome(events, riders, Err(error));
+    }
+
+    /// The error of events the ordering guard holds back.
+    pub(super) fn paused_error(&self) -> Arc<Error> {
+        Arc::new(
+            Error::new(
+                ErrorKind::PartitionPaused,
+                format!(
+                    "an earlier batch of partition '{}' failed and the ordering guard paused it; the event was not sent (resume the partition with resume_partition)",
+                    self.shared.id
+                ),
+            )
+            .for_partition(self.shared.id.clone()),
+        )
+    }
+
+    /// The ordering guard: after a batch failed for good, nothing enqueued after it may be
+    /// published before the application resumes the partition, or consumers would see a gap.
+    /// Everything held and not yet being sent fails with `PartitionPaused`; events taken later
+    /// fail too (see `add`), except those a handler enqueues again.
+    fn pause(&mut self) {
+        if self.shared.paused.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tracing::warn!(partition = %self.shared.id, "a batch failed; the ordering guard pauses the partition until it is resumed");
+        let error = self.paused_error();
+        self.seal();
+        for sealed in std::mem::take(&mut self.ready) {
+            let (_, _, events) = sealed.batch.into_parts();
+            self.fail_now(events, sealed.riders, error.clone());
+        }
     }
 
     /// Stops at once: everything not yet published is reported as abandoned.
@@ -188,32 +260,39 @@ impl Actor {
         self.shared.inbox.close();
         self.shared.inbox.take_all(&mut self.pending);
         let mut queued_events = Vec::new();
-        let mut queued_keys = Vec::new();
-        let mut queued_space = Reservation::default();
+        let mut queued_riders = Riders::default();
         while let Some(command) = self.pending.pop_front() {
             match command {
-                Command::Event(queued) => {
-                    let (event, key, reservation) = queued.into_parts();
-                    queued_events.push(event);
-                    queued_keys.push(key);
-                    queued_space.merge(reservation);
+                Command::Event(_) | Command::Tracked(_) => {
+                    if let Some((queued, outcome)) = command.into_event() {
+                        let (event, routing, reservation) = queued.into_parts();
+                        if let Some(outcome) = outcome {
+                            queued_riders.outcomes.push((queued_events.len(), outcome));
+                        }
+                        queued_events.push(event);
+                        queued_riders.routes.push(routing);
+                        queued_riders.reservation.merge(reservation);
+                    }
                 }
                 Command::Flush(ack) => self.flush_waiters.push_back((u64::MAX, ack)),
+                Command::Clear(ack) => {
+                    let _ = self.reports.send(Report::Barrier(ack));
+                }
                 Command::Close { done, .. } => self.close_waiters.push(done),
             }
         }
         // Batches in flight are cancelled; whether the service got them is unknown.
         self.in_flight = FuturesOrdered::new();
         for batch in std::mem::take(&mut self.in_flight_events) {
-            self.fail_now(batch.events, batch.keys, batch.reservation, abandoned(true));
+            self.fail_now(batch.events, batch.riders, abandoned(true));
         }
         self.seal();
         for sealed in std::mem::take(&mut self.ready) {
             let (_, _, events) = sealed.batch.into_parts();
-            self.fail_now(events, sealed.keys, sealed.reservation, abandoned(false));
+            self.fail_now(events, sealed.riders, abandoned(false));
         }
         if !queued_events.is_empty() {
-            self.fail_now(queued_events, queued_keys, queued_space, abandoned(false));
+            self.fail_now(queued_events, queued_riders, abandoned(false));
         }
         for (_, ack) in std::mem::take(&mut self.flush_waiters) {
             let _ = self.reports.send(Report::Barrier(ack));

@@ -20,6 +20,9 @@ pub(crate) struct PartitionShared {
     pub id: String,
     /// Whether the last send of this partition failed (automatic routing avoids it).
     pub failing: AtomicBool,
+    /// Whether the ordering guard paused the partition after a batch failed: enqueues are
+    /// refused (except a handler's) until the application resumes it.
+    pub paused: AtomicBool,
     /// The reporter's state: reports waiting, and the handler call running now.
     pub reporter: Arc<Backlog>,
     /// Told when close stops waiting for this partition (its handler is stuck): the actor
@@ -30,13 +33,38 @@ pub(crate) struct PartitionShared {
     pub inbox: Inbox,
 }
 
+impl PartitionShared {
+    pub(crate) fn new(id: String, reporter: Arc<Backlog>, inbox: Inbox) -> Self {
+        Self {
+            id,
+            failing: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
+            reporter,
+            give_up: tokio::sync::Notify::new(),
+            inbox,
+        }
+    }
+
+    /// Whether the ordering guard paused the partition.
+    pub(crate) fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+}
+
 /// Settings and resources every actor of a producer shares.
 pub(crate) struct ActorSettings {
     pub sender: Arc<dyn BatchSender>,
     /// Starts each partition's reporter (which calls the handlers).
     pub reporters: Arc<dyn StartReporter>,
     pub max_wait_time: Option<Duration>,
+    /// A batch goes at once when the partition has a free send slot (see `actor/mod.rs`).
+    pub send_when_idle: bool,
+    /// Pause a partition after a batch of it failed (the ordering guard).
+    pub pause_on_failure: bool,
     pub max_sends_per_partition: usize,
+    /// The largest batch the service takes, learned from the first partition link attached
+    /// (0 until then): enqueues refuse events that could never fit.
+    pub link_max_size: AtomicUsize,
     /// Events are encoded with idempotent publishing placeholders.
     pub idempotent: bool,
     pub global_sends: Arc<Semaphore>,

@@ -11,7 +11,7 @@ async fn a_failed_batch_goes_to_the_failure_handler_with_its_error() {
     sender.fail_next(ErrorKind::QuotaExceeded);
     let (client, outcomes) = producer(sender.clone(), BufferedProducerOptions::default());
     client
-        .enqueue_events([event("a"), event("b")], to("0"))
+        .enqueue_events(vec![event("a"), event("b")], to("0"))
         .await
         .unwrap();
     client.flush().await.unwrap();
@@ -28,7 +28,8 @@ async fn a_failed_batch_goes_to_the_failure_handler_with_its_error() {
 #[tokio::test(start_paused = true)]
 async fn an_event_too_large_for_any_batch_fails_alone_at_once() {
     let sender = MockSender::new(100, Duration::ZERO);
-    let (client, outcomes) = producer(sender.clone(), BufferedProducerOptions::default());
+    let options = BufferedProducerOptions::default().with_send_when_idle(false);
+    let (client, outcomes) = producer(sender.clone(), options);
     client.enqueue_event(event("small"), to("0")).await.unwrap();
     client
         .enqueue_event(EventData::from(vec![b'x'; 500]), to("0"))
@@ -97,10 +98,12 @@ async fn a_failure_handler_that_re_enqueues_with_full_buffers_completes() {
         failed: boxed_failed({
             let keys_seen = keys_seen.clone();
             move |context: SendFailedContext| {
-                keys_seen
-                    .lock()
-                    .unwrap()
-                    .extend(context.partition_keys.clone());
+                keys_seen.lock().unwrap().extend(
+                    context
+                        .events
+                        .iter()
+                        .map(|e| e.partition_key().map(str::to_string)),
+                );
                 async move {
                     context
                         .requeue()

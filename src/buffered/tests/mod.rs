@@ -143,28 +143,27 @@ enum Outcome {
 
 type Outcomes = Arc<Mutex<Vec<Outcome>>>;
 
-fn bodies(events: &[EventData]) -> Vec<String> {
+fn bodies<'a>(events: impl IntoIterator<Item = &'a EventData>) -> Vec<String> {
     events
-        .iter()
+        .into_iter()
         .map(|e| String::from_utf8(e.body().to_vec()).unwrap_or_default())
         .collect()
 }
 
 struct Recorder(Outcomes);
 
-#[async_trait]
 impl BufferedProducerHandler for Recorder {
     async fn on_send_succeeded(&self, context: SendSucceededContext) {
-        self.0
-            .lock()
-            .unwrap()
-            .push(Outcome::Ok(context.partition_id, bodies(&context.events)));
+        self.0.lock().unwrap().push(Outcome::Ok(
+            context.partition_id.clone(),
+            bodies(context.event_data()),
+        ));
     }
 
     async fn on_send_failed(&self, context: SendFailedContext) {
         self.0.lock().unwrap().push(Outcome::Failed(
-            context.partition_id,
-            bodies(&context.events),
+            context.partition_id.clone(),
+            bodies(context.event_data()),
             context.error.kind(),
         ));
     }
