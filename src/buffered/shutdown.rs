@@ -241,7 +241,7 @@ impl BufferedProducerClient {
     /// reported as failures), and closing the connection waits for the service at most the
     /// try timeout (never more than 5 s). A handler call that does not return holds close up
     /// for at most
-    /// [`handler_shutdown_timeout`](BufferedProducerOptions::handler_shutdown_timeout); close
+    /// [`handler_shutdown_timeout`](crate::BufferedProducerOptions::handler_shutdown_timeout); close
     /// then returns an error of kind [`ErrorKind::Timeout`] (see that option for what happens
     /// to the events of that partition).
     pub async fn close(&self) -> Result<()> {
@@ -253,7 +253,7 @@ impl BufferedProducerClient {
     /// published). Then closes the connection in the background, without waiting for the
     /// service. Returns once every event had its handler call, or with an error of kind
     /// [`ErrorKind::Timeout`] after a handler call stuck for
-    /// [`handler_shutdown_timeout`](BufferedProducerOptions::handler_shutdown_timeout).
+    /// [`handler_shutdown_timeout`](crate::BufferedProducerOptions::handler_shutdown_timeout).
     pub async fn close_abandoning(&self) -> Result<()> {
         self.shut_down(true).await
     }

@@ -15,7 +15,7 @@ pub(super) fn idle_timeout(retry: &RetryOptions) -> Duration {
         .clamp(Duration::from_secs(1), Duration::from_secs(60))
 }
 
-/// Options for [`ProducerClient`].
+/// Options for [`ProducerClient`](crate::ProducerClient).
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct ProducerClientOptions {
@@ -68,7 +68,7 @@ impl ProducerClientOptions {
     }
 }
 
-/// Options for [`ProducerClient::send_events`].
+/// Options for [`ProducerClient::send_events`](crate::ProducerClient::send_events).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SendEventOptions {

@@ -9,12 +9,14 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod api;
 mod builder;
 mod close;
 mod connection_faults;
 mod failures;
 mod flow;
 mod handlers;
+mod outcomes;
 mod routing;
 
 /// What every test file here uses.
