@@ -72,6 +72,33 @@ fn benches(c: &mut Criterion) {
             })
         });
     }
+    // The cost of asking for the outcome: the same enqueue, its outcome kept until the
+    // iteration ends (and awaited then, outside the timing).
+    group.bench_function("100 B event, automatic, with outcome", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let mut outcomes = Vec::with_capacity(iters as usize);
+                let start = Instant::now();
+                for _ in 0..iters {
+                    outcomes.push(
+                        producer
+                            .enqueue_event_with_outcome(
+                                EventData::new(body.clone()),
+                                EnqueueOptions::default(),
+                            )
+                            .await
+                            .expect("enqueued"),
+                    );
+                }
+                let elapsed = start.elapsed();
+                producer.flush().await.expect("flush");
+                for outcome in outcomes {
+                    outcome.await.expect("published");
+                }
+                elapsed
+            })
+        })
+    });
     group.finish();
     runtime.block_on(producer.close()).expect("close");
 }

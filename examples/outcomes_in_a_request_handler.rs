@@ -102,7 +102,11 @@ fn parse_args() -> Result<Args, String> {
 }
 
 /// One request from a plain HTTP/1.1 client: the status code and how long the answer took.
-async fn request(address: std::net::SocketAddr, customer: &str, order: &str) -> Result<(u16, Duration), BoxError> {
+async fn request(
+    address: std::net::SocketAddr,
+    customer: &str,
+    order: &str,
+) -> Result<(u16, Duration), BoxError> {
     let started = Instant::now();
     let mut stream = TcpStream::connect(address).await?;
     let request = format!(
@@ -232,9 +236,16 @@ async fn main() -> Result<(), BoxError> {
                 .partition_ids("hub")?
                 .into_iter()
                 .flat_map(|p| emulator.events("hub", &p).unwrap_or_default())
-                .filter_map(|e| e.body().ok().map(|b| String::from_utf8_lossy(&b).into_owned()))
+                .filter_map(|e| {
+                    e.body()
+                        .ok()
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                })
                 .collect();
-            let missing = created.iter().filter(|order| !stored.contains(**order)).count();
+            let missing = created
+                .iter()
+                .filter(|order| !stored.contains(**order))
+                .count();
             println!("every 201 is stored in the emulator: {}", missing == 0);
             if missing > 0 {
                 return Err(format!("{missing} orders answered 201 are not stored").into());

@@ -2,7 +2,8 @@
 //!
 //! `cargo run --release --example throughput -- [--events N] [--size BYTES] [--partitions N]
 //! [--delay-ms MS] [--concurrency-per-partition N] [--max-concurrent-sends N]
-//! [--buffered-events-per-partition N] [--max-wait-ms MS] [--phase both|buffered|prebatched]`
+//! [--buffered-events-per-partition N] [--max-wait-ms MS] [--phase both|buffered|prebatched]
+//! [--outcomes] [--send-when-idle 0|1]`
 //!
 //! 1. Publishes `events` events of `size` bytes through `BufferedProducerClient` to the
 //!    in-process emulator (automatic routing, enqueued from 4 tasks), and waits until the last
@@ -12,6 +13,8 @@
 //!
 //! `--delay-ms` delays every disposition in the emulator, like a slow network. Prints events/s
 //! of both, their ratio, the peak memory (RSS) and the average events per delivery of each phase.
+//! `--outcomes` asks for every event's outcome in the buffered phase and awaits them in order,
+//! a window of 10,000 per task at a time (the cost of per-event outcomes).
 //! `--phase buffered` (or `prebatched`) runs one phase alone, for profiling it. `--max-wait-ms`
 //! sets the buffered producer's `max_wait_time` (default 250 ms); under a profiler such as
 //! callgrind, which slows the program down some 50 times, raise it so that batches are sealed
@@ -37,7 +40,14 @@ struct Args {
     buffered_events: usize,
     max_wait: Duration,
     phase: Phase,
+    /// Ask for every event's outcome and await them (the buffered phase).
+    outcomes: bool,
+    /// `BufferedProducerOptions::send_when_idle` of the buffered phase.
+    send_when_idle: bool,
 }
+
+/// How many outcomes a task keeps pending with `--outcomes` before it awaits the oldest.
+const OUTCOME_WINDOW: usize = 10_000;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -57,9 +67,15 @@ fn parse_args() -> Result<Args, String> {
         buffered_events: eventhubs_buffered::DEFAULT_MAX_BUFFERED_EVENTS_PER_PARTITION,
         max_wait: eventhubs_buffered::DEFAULT_MAX_WAIT_TIME,
         phase: Phase::Both,
+        outcomes: false,
+        send_when_idle: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--outcomes" {
+            args.outcomes = true;
+            continue;
+        }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         if flag == "--phase" {
             args.phase = match value.as_str() {
@@ -86,6 +102,7 @@ fn parse_args() -> Result<Args, String> {
             "--max-concurrent-sends" => args.max_sends = (n as usize).max(1),
             "--buffered-events-per-partition" => args.buffered_events = (n as usize).max(1),
             "--max-wait-ms" => args.max_wait = Duration::from_millis(n),
+            "--send-when-idle" => args.send_when_idle = n != 0,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -216,7 +233,8 @@ async fn buffered_phase(
         .with_max_concurrent_sends_per_partition(args.per_partition)
         .with_max_concurrent_sends(args.max_sends)
         .with_max_buffered_events_per_partition(args.buffered_events)
-        .with_max_wait_time(Some(args.max_wait));
+        .with_max_wait_time(Some(args.max_wait))
+        .with_send_when_idle(args.send_when_idle);
     let producer =
         BufferedProducerClient::from_connection_string(&emulator.connection_string(), None)
             .options(options)
@@ -256,17 +274,37 @@ async fn buffered_phase(
         let producer = producer.clone();
         let body = body.clone();
         let count = args.events / tasks + u64::from(t < args.events % tasks);
+        let outcomes = args.outcomes;
         handles.push(tokio::spawn(async move {
+            // With --outcomes, every event's outcome is asked for and awaited in order, a
+            // window of them at a time, as a pipeline that checkpoints would.
+            let mut pending = std::collections::VecDeque::new();
             for _ in 0..count {
-                producer
-                    .enqueue_event(EventData::new(body.clone()), EnqueueOptions::default())
+                let event = EventData::new(body.clone());
+                if !outcomes {
+                    producer
+                        .enqueue_event(event, EnqueueOptions::default())
+                        .await?;
+                    continue;
+                }
+                let outcome = producer
+                    .enqueue_event_with_outcome(event, EnqueueOptions::default())
                     .await?;
+                pending.push_back(outcome);
+                if pending.len() > OUTCOME_WINDOW {
+                    if let Some(oldest) = pending.pop_front() {
+                        oldest.await.map_err(|e| e.to_string())?;
+                    }
+                }
             }
-            Ok::<(), eventhubs_buffered::Error>(())
+            for outcome in pending {
+                outcome.await.map_err(|e| e.to_string())?;
+            }
+            Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
         }));
     }
     for handle in handles {
-        handle.await??;
+        handle.await?.map_err(|e| e.to_string())?;
     }
     producer.flush().await?;
     let elapsed = start.elapsed().as_secs_f64();

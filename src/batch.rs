@@ -138,14 +138,93 @@ pub(crate) fn fits_alone(encoded_len: usize, max_size: usize) -> bool {
     encode_envelope_head(None).len() + data_section_size(encoded_len) <= max_size
 }
 
+/// The encoded events of one delivery, sized exactly: what a batch sends. The buffered
+/// producer keeps its events beside it (with their routing); [`EventDataBatch`] keeps them
+/// inside.
+#[derive(Debug)]
+pub(crate) struct EncodedBatch {
+    max_size: usize,
+    head_len: usize,
+    size: usize,
+    encoded: Vec<Vec<u8>>,
+}
+
+/// Why [`EncodedBatch::try_push`] did not take an encoded event; it comes back.
+pub(crate) struct NotAdded {
+    pub encoded: Vec<u8>,
+    /// Encoded size of its data section.
+    pub added: usize,
+    /// Too large even for an empty batch.
+    pub too_large_for_any_batch: bool,
+}
+
+impl EncodedBatch {
+    /// An empty batch of at most `max_size` bytes whose envelope head is `head_len` bytes.
+    pub(crate) fn new(head_len: usize, max_size: usize) -> Self {
+        Self {
+            max_size,
+            head_len,
+            size: head_len,
+            encoded: Vec::new(),
+        }
+    }
+
+    /// An empty batch for a partition (no key on the envelope).
+    pub(crate) fn for_partition(max_size: usize) -> Self {
+        Self::new(encode_envelope_head(None).len(), max_size)
+    }
+
+    /// Makes room for `additional` more events without reallocating.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        self.encoded.reserve(additional);
+    }
+
+    /// Adds an encoded event if it fits; otherwise hands it back.
+    pub(crate) fn try_push(&mut self, encoded: Vec<u8>) -> std::result::Result<(), NotAdded> {
+        let added = data_section_size(encoded.len());
+        if self.size + added > self.max_size {
+            return Err(NotAdded {
+                encoded,
+                added,
+                too_large_for_any_batch: self.head_len + added > self.max_size,
+            });
+        }
+        self.size += added;
+        self.encoded.push(encoded);
+        Ok(())
+    }
+
+    /// How many events it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.encoded.len()
+    }
+
+    /// Whether it holds no event.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.encoded.is_empty()
+    }
+
+    /// The size of the delivery in bytes.
+    pub(crate) fn size_in_bytes(&self) -> usize {
+        self.size
+    }
+
+    /// The largest size it may reach.
+    pub(crate) fn max_size_in_bytes(&self) -> usize {
+        self.max_size
+    }
+
+    /// The encoded events, for the wire.
+    pub(crate) fn into_encoded(self) -> Vec<Vec<u8>> {
+        self.encoded
+    }
+}
+
 /// Events bound for one delivery. Make one with [`crate::ProducerClient::create_batch`].
 #[derive(Debug)]
 pub struct EventDataBatch {
     target: BatchTarget,
-    max_size: usize,
-    head: Vec<u8>,
-    size: usize,
-    encoded: Vec<Vec<u8>>,
+    encoded: EncodedBatch,
     events: Vec<EventData>,
 }
 
@@ -158,19 +237,9 @@ impl EventDataBatch {
         };
         Self {
             target,
-            max_size,
-            size: head.len(),
-            head,
-            encoded: Vec::new(),
+            encoded: EncodedBatch::new(head.len(), max_size),
             events: Vec::new(),
         }
-    }
-
-    /// Makes room for `additional` more events without reallocating (the buffered producer
-    /// sizes each batch like the one before it).
-    pub(crate) fn reserve(&mut self, additional: usize) {
-        self.encoded.reserve(additional);
-        self.events.reserve(additional);
     }
 
     /// Adds an event if it fits; otherwise hands it back. An event too large for any batch is
@@ -181,28 +250,18 @@ impl EventDataBatch {
             _ => None,
         };
         let encoded = encode_batch_event(&event, key, false);
-        self.try_add_encoded(event, encoded)
-    }
-
-    /// Adds an event already encoded for this batch's target.
-    pub(crate) fn try_add_encoded(
-        &mut self,
-        event: EventData,
-        encoded: Vec<u8>,
-    ) -> std::result::Result<(), TryAddError> {
-        let added = data_section_size(encoded.len());
-        if self.size + added > self.max_size {
-            return Err(TryAddError {
+        match self.encoded.try_push(encoded) {
+            Ok(()) => {
+                self.events.push(event);
+                Ok(())
+            }
+            Err(refused) => Err(TryAddError {
                 event,
-                too_large_for_any_batch: self.head.len() + added > self.max_size,
-                encoded_size: added,
-                max_size: self.max_size,
-            });
+                too_large_for_any_batch: refused.too_large_for_any_batch,
+                encoded_size: refused.added,
+                max_size: self.encoded.max_size_in_bytes(),
+            }),
         }
-        self.size += added;
-        self.encoded.push(encoded);
-        self.events.push(event);
-        Ok(())
     }
 
     /// How many events the batch holds.
@@ -217,12 +276,12 @@ impl EventDataBatch {
 
     /// The size of the delivery in bytes, as the service will count it.
     pub fn size_in_bytes(&self) -> usize {
-        self.size
+        self.encoded.size_in_bytes()
     }
 
     /// The largest size this batch may reach.
     pub fn max_size_in_bytes(&self) -> usize {
-        self.max_size
+        self.encoded.max_size_in_bytes()
     }
 
     /// Where the batch goes.
@@ -237,7 +296,7 @@ impl EventDataBatch {
 
     /// Takes the batch apart: the encoded events (for the wire) and the events themselves.
     pub(crate) fn into_parts(self) -> (BatchTarget, Vec<Vec<u8>>, Vec<EventData>) {
-        (self.target, self.encoded, self.events)
+        (self.target, self.encoded.into_encoded(), self.events)
     }
 }
 
@@ -278,9 +337,13 @@ mod tests {
         // data section of the event: 3 + 2 + (3 + 2 + 3)
         assert_eq!(batch.size_in_bytes(), 13);
         let mut keyed = EventDataBatch::new(BatchTarget::PartitionKey("k".into()), 1000);
-        assert!(keyed.size_in_bytes() > 0);
+        let head = keyed.size_in_bytes();
+        assert!(head > 0);
         keyed.try_add(EventData::from("abc")).unwrap();
-        assert!(keyed.size_in_bytes() > 13 + keyed.head.len());
+        assert!(
+            keyed.size_in_bytes() > 13 + head,
+            "the key rides in each event too"
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! What travels from the producer's handles to a partition's actor: queued events (with an
-//! outcome to resolve, when the caller asked for one) and the flush, clear and close
-//! commands. Both sides (and the inbox between them) use these types.
+//! What travels from the producer's handles to a partition's actor: queued events and the
+//! flush, clear and close commands, and, on the enqueue side, a [`Parcel`]: an event with
+//! the outcome to resolve when the caller asked for one (the inbox keeps those senders in a
+//! queue of their own, so that an event without one stays one cache line and allocates
+//! nothing). Both sides (and the inbox between them) use these types.
 
 use tokio::sync::oneshot;
 
@@ -20,14 +22,16 @@ struct Ticket {
     automatic: bool,
     /// Enqueued again by a handler: taken even while the ordering guard pauses the partition.
     requeued: bool,
+    /// Its outcome sender waits in the inbox's queue of outcomes, in the same order.
+    tracked: bool,
 }
 
 /// An event on its way to a partition. Kept to 64 bytes, one cache line, because the inbox
 /// hands every one from the enqueuing core to the actor's: the key as a boxed `str` (16 bytes,
 /// not 24), the space and routing as a [`Ticket`] (8). (No enqueue time: reading the clock
 /// for every event cost more than the rest of the enqueue's bookkeeping; the actor reads it
-/// once per burst it takes.) Aligned, so that it never straddles two.
-#[repr(align(64))]
+/// once per burst it takes.) Not aligned itself, so that a [`Parcel`] (it and an outcome
+/// sender) stays small to move; queues hold commands in a [`Line`], which is.
 pub(crate) struct Queued {
     pub event: EventData,
     key: Option<Box<str>>,
@@ -35,22 +39,22 @@ pub(crate) struct Queued {
 }
 
 impl Queued {
-    /// An event routed as `routing` (by key, id, or automatically), holding `reservation`.
-    pub(crate) fn new(event: EventData, routing: Routing, reservation: Reservation) -> Self {
+    /// An event routed as `routing` (by key, id, or automatically), holding no space yet.
+    pub(crate) fn new(event: EventData, routing: Routing) -> Self {
         let (key, automatic) = match routing {
             Routing::PartitionKey(key) => (Some(key.into_boxed_str()), false),
             Routing::PartitionId => (None, false),
             Routing::Automatic => (None, true),
         };
-        debug_assert!(reservation.slots() <= 1);
         Self {
             event,
             key,
             ticket: Ticket {
-                bytes: u32::try_from(reservation.bytes()).unwrap_or(u32::MAX),
-                slot: reservation.slots() > 0,
+                bytes: 0,
+                slot: false,
                 automatic,
                 requeued: false,
+                tracked: false,
             },
         }
     }
@@ -58,6 +62,16 @@ impl Queued {
     /// Marks the event as enqueued again by a handler.
     pub(crate) fn mark_requeued(&mut self) {
         self.ticket.requeued = true;
+    }
+
+    /// Marks the event as having its outcome sender in the inbox's queue of outcomes.
+    pub(crate) fn mark_tracked(&mut self) {
+        self.ticket.tracked = true;
+    }
+
+    /// Whether the event's outcome sender waits in the queue of outcomes.
+    pub(crate) fn is_tracked(&self) -> bool {
+        self.ticket.tracked
     }
 
     /// Whether a handler enqueued the event again.
@@ -116,17 +130,36 @@ impl Queued {
     }
 }
 
-/// An event whose enqueuer awaits its outcome.
-pub(crate) struct Tracked {
+/// An event on its way through the enqueue pipeline: the queued event, and the sender of
+/// its outcome when the caller asked for one.
+pub(crate) struct Parcel {
     pub queued: Queued,
-    pub outcome: OutcomeSender,
+    pub outcome: Option<OutcomeSender>,
 }
 
-/// What a partition's queue carries.
+impl Parcel {
+    /// The event, routed as `routing`, holding no space yet.
+    pub(crate) fn new(event: EventData, routing: Routing, outcome: Option<OutcomeSender>) -> Self {
+        Self {
+            queued: Queued::new(event, routing),
+            outcome,
+        }
+    }
+
+    /// The event alone (the outcome sender, if any, is dropped).
+    pub(crate) fn into_event(self) -> EventData {
+        self.queued.into_parts().0
+    }
+}
+
+/// A value alone on one cache line: queues hold their commands so, so that handing one from
+/// an enqueuing core to the actor's moves one line, never two.
+#[repr(align(64))]
+pub(crate) struct Line<T>(pub T);
+
+/// What a partition's queue carries: one cache line (see [`Queued`]).
 pub(crate) enum Command {
     Event(Queued),
-    /// An event with an outcome to resolve (boxed: an event without one stays one cache line).
-    Tracked(Box<Tracked>),
     /// Send everything before this now; answer once all of it has been reported.
     Flush(oneshot::Sender<()>),
     /// Report everything buffered and not yet being sent as abandoned; answer once reported.
@@ -138,29 +171,6 @@ pub(crate) enum Command {
     },
 }
 
-impl Command {
-    /// The queued event of an event command.
-    pub(crate) fn queued_mut(&mut self) -> Option<&mut Queued> {
-        match self {
-            Self::Event(queued) => Some(queued),
-            Self::Tracked(tracked) => Some(&mut tracked.queued),
-            _ => None,
-        }
-    }
-
-    /// The event of an event command, with its outcome sender when it has one.
-    pub(crate) fn into_event(self) -> Option<(Queued, Option<OutcomeSender>)> {
-        match self {
-            Self::Event(queued) => Some((queued, None)),
-            Self::Tracked(tracked) => {
-                let Tracked { queued, outcome } = *tracked;
-                Some((queued, Some(outcome)))
-            }
-            _ => None,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +179,13 @@ mod tests {
     fn a_queued_event_is_one_cache_line_and_keeps_its_routing() {
         assert_eq!(std::mem::size_of::<Queued>(), 64);
         assert_eq!(std::mem::size_of::<Command>(), 64);
+        assert_eq!(std::mem::size_of::<Line<Command>>(), 64);
+        assert_eq!(std::mem::align_of::<Line<Command>>(), 64);
+        assert!(
+            std::mem::size_of::<Parcel>() <= 80,
+            "a parcel stays small to move"
+        );
+
         for routing in [
             Routing::Automatic,
             Routing::PartitionId,
@@ -177,7 +194,8 @@ mod tests {
             let mut space = Reservation::default();
             space.add_slot();
             space.add_bytes(100);
-            let mut queued = Queued::new(EventData::from("x"), routing.clone(), space);
+            let mut queued = Queued::new(EventData::from("x"), routing.clone());
+            queued.hold(space);
             queued.hold_bytes(20);
             assert_eq!(queued.routing(), routing);
             let (_, back, space) = queued.into_parts();

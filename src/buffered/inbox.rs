@@ -19,29 +19,29 @@ use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use tokio::sync::Notify;
 
 use super::budget::{ByteBudget, Reservation};
-use super::command::Command;
+use super::command::{Command, Line, Parcel};
+use super::outcome::OutcomeSender;
 
-/// Why an event was not queued; the event's command comes back with it, holding what it held
-/// before.
+/// Why an event was not queued; the event comes back with it, holding what it held before.
 pub(crate) enum Refused {
     /// The partition takes no more commands (closing, or the producer is gone).
-    Closed(Command),
+    Closed(Parcel),
     /// The partition has no free slot.
-    NoSlot(Command),
+    NoSlot(Parcel),
     /// The byte budget has no room for the event right now.
-    NoBytes(Command),
+    NoBytes(Parcel),
     /// Another enqueue held the lock, and the caller asked not to wait for it.
-    Busy(Command),
+    Busy(Parcel),
 }
 
 impl Refused {
-    /// The event's command and what it still holds.
-    pub(crate) fn into_command(self) -> Command {
+    /// The event and what it still holds.
+    pub(crate) fn into_parcel(self) -> Parcel {
         match self {
-            Self::Closed(command)
-            | Self::NoSlot(command)
-            | Self::NoBytes(command)
-            | Self::Busy(command) => command,
+            Self::Closed(parcel)
+            | Self::NoSlot(parcel)
+            | Self::NoBytes(parcel)
+            | Self::Busy(parcel) => parcel,
         }
     }
 }
@@ -58,9 +58,10 @@ pub(crate) struct Needs {
 
 /// Everything an enqueue reads and writes, with the lock word, fits one cache line (64 bytes:
 /// the counts are `u32`, as a partition holds at most a million events), so that an enqueue
-/// moves one line from the core that used the partition last, not two.
+/// moves one line from the core that used the partition last, not two. (Outcome senders live
+/// apart, see `Inbox::outcomes`.)
 struct State {
-    commands: VecDeque<Command>,
+    commands: VecDeque<Line<Command>>,
     /// Bytes of the shared budget this partition took ahead of need (see `ByteBudget`).
     credit: usize,
     /// Events queued and not yet released by the actor (sent or failed).
@@ -75,14 +76,22 @@ struct State {
 }
 
 /// A partition's queue of commands and its share of the buffer, written by enqueuers and by
-/// the actor. Aligned so that the lock and the state start a cache line.
-#[repr(align(64))]
+/// the actor. Aligned so that the lock and the state start a cache line (`repr(C)` keeps them
+/// first).
+#[repr(C, align(64))]
 pub(crate) struct Inbox {
     state: Mutex<State>,
+    /// The outcome senders of the tracked events among the queued commands, in the same
+    /// order; written under the state's lock (this one is taken inside it), and only by
+    /// enqueues that asked for an outcome, so the others never touch its line.
+    outcomes: Mutex<VecDeque<OutcomeSender>>,
     /// Whether every slot is taken, readable without the lock: automatic routing skips full
     /// partitions by reading this rather than by taking their locks. Written only when the
     /// partition fills up or gets room again, so reading it rarely moves its line.
     full: AtomicBool,
+    /// Whether the partition filled up since the actor last cleared this (when it started a
+    /// send): the partition is under pressure, and batches should fill before they go.
+    filled_up: AtomicBool,
     /// Wakes the actor when it waits for commands.
     wake: Notify,
     /// Wakes enqueuers waiting for a slot when slots are given back.
@@ -114,7 +123,9 @@ impl Inbox {
                 free_slots: slots,
                 credit: 0,
             }),
+            outcomes: Mutex::new(VecDeque::new()),
             full: AtomicBool::new(slots == 0),
+            filled_up: AtomicBool::new(false),
             wake: Notify::new(),
             room: Notify::new(),
         }
@@ -125,6 +136,7 @@ impl Inbox {
         state.free_slots -= 1;
         if state.free_slots == 0 {
             self.full.store(true, Ordering::Relaxed);
+            self.filled_up.store(true, Ordering::Relaxed);
         }
     }
 
@@ -133,13 +145,20 @@ impl Inbox {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues an event (a `Command::Event` or `Command::Tracked`), first taking what it
-    /// `needs`: a slot (refused when none is free) and bytes, from this partition's credit,
-    /// refilled from the budget when short (refused when the budget has no room). Counts the
-    /// event as buffered. A refused event holds what it held before.
+    /// The queue of outcome senders (take it only while holding the state's lock).
+    fn lock_outcomes(&self) -> MutexGuard<'_, VecDeque<OutcomeSender>> {
+        self.outcomes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues an event, first taking what it `needs`: a slot (refused when none is free) and
+    /// bytes, from this partition's credit, refilled from the budget when short (refused when
+    /// the budget has no room). Counts the event as buffered; its outcome sender, if any, goes
+    /// to the queue of outcomes. A refused event holds what it held before.
+    // The event comes back by value: boxing it would cost an allocation per enqueue.
+    #[allow(clippy::result_large_err)]
     pub(crate) fn push_event(
         &self,
-        mut event: Command,
+        mut event: Parcel,
         needs: Needs,
         budget: &ByteBudget,
     ) -> Result<(), Refused> {
@@ -163,18 +182,22 @@ impl Inbox {
                 return Err(Refused::NoBytes(event));
             }
             state.credit -= needs.bytes;
-            if let Some(queued) = event.queued_mut() {
-                queued.hold_bytes(needs.bytes);
-            }
+            event.queued.hold_bytes(needs.bytes);
         }
         if needs.slot {
             self.take_slot_locked(&mut state);
-            if let Some(queued) = event.queued_mut() {
-                queued.hold_slot();
-            }
+            event.queued.hold_slot();
         }
         state.buffered = state.buffered.saturating_add(1);
-        state.commands.push_back(event);
+        let Parcel {
+            mut queued,
+            outcome,
+        } = event;
+        if let Some(outcome) = outcome {
+            queued.mark_tracked();
+            self.lock_outcomes().push_back(outcome);
+        }
+        state.commands.push_back(Line(Command::Event(queued)));
         self.wake_actor(state);
         Ok(())
     }
@@ -185,7 +208,7 @@ impl Inbox {
         if state.closed {
             return Err(command);
         }
-        state.commands.push_back(command);
+        state.commands.push_back(Line(command));
         self.wake_actor(state);
         Ok(())
     }
@@ -199,16 +222,25 @@ impl Inbox {
         }
     }
 
-    /// Waits until commands are queued and moves them all to `into` (which must be empty; the
-    /// queue keeps its allocation in exchange). False once the inbox is closed and empty.
-    /// Cancel-safe: commands are moved only in the poll that returns.
-    pub(crate) async fn recv(&self, into: &mut VecDeque<Command>) -> bool {
-        debug_assert!(into.is_empty());
+    /// Waits until commands are queued and moves them all to `into`, and the outcome senders
+    /// of the tracked events among them to `outcomes` (both must be empty; the queues keep
+    /// their allocations in exchange). False once the inbox is closed and empty. Cancel-safe:
+    /// commands are moved only in the poll that returns.
+    pub(crate) async fn recv(
+        &self,
+        into: &mut VecDeque<Line<Command>>,
+        outcomes: &mut VecDeque<OutcomeSender>,
+    ) -> bool {
+        debug_assert!(into.is_empty() && outcomes.is_empty());
         loop {
             {
                 let mut state = self.lock();
                 if !state.commands.is_empty() {
                     std::mem::swap(&mut state.commands, into);
+                    let mut waiting = self.lock_outcomes();
+                    if !waiting.is_empty() {
+                        std::mem::swap(&mut *waiting, outcomes);
+                    }
                     state.actor_waiting = false;
                     return true;
                 }
@@ -221,9 +253,16 @@ impl Inbox {
         }
     }
 
-    /// Takes everything queued now, without waiting (for abandoning).
-    pub(crate) fn take_all(&self, into: &mut VecDeque<Command>) {
-        into.append(&mut self.lock().commands);
+    /// Takes everything queued now, and the outcome senders of its tracked events, without
+    /// waiting (for abandoning).
+    pub(crate) fn take_all(
+        &self,
+        into: &mut VecDeque<Line<Command>>,
+        outcomes: &mut VecDeque<OutcomeSender>,
+    ) {
+        let mut state = self.lock();
+        into.append(&mut state.commands);
+        outcomes.append(&mut self.lock_outcomes());
     }
 
     /// Whether nothing is queued and every slot is taken: only a send can make room.
@@ -238,6 +277,18 @@ impl Inbox {
         let mut state = self.lock();
         state.closed = true;
         self.wake_actor(state);
+    }
+
+    /// Whether the partition filled up since the last [`Self::clear_filled_up`].
+    pub(crate) fn filled_up(&self) -> bool {
+        self.filled_up.load(Ordering::Relaxed)
+    }
+
+    /// Starts watching for the partition filling up anew (the actor, as it starts a send).
+    pub(crate) fn clear_filled_up(&self) {
+        if self.filled_up.load(Ordering::Relaxed) {
+            self.filled_up.store(false, Ordering::Relaxed);
+        }
     }
 
     /// Whether a slot looked free a moment ago (no lock: a hint for routing).
@@ -307,6 +358,7 @@ impl Inbox {
     /// Frees the queue's memory once the actor has stopped.
     pub(crate) fn shrink(&self) {
         self.lock().commands = VecDeque::new();
+        *self.lock_outcomes() = VecDeque::new();
     }
 }
 
@@ -318,7 +370,7 @@ mod tests {
     fn an_enqueue_touches_one_cache_line_of_the_inbox_and_writes_one_for_its_event() {
         assert!(std::mem::size_of::<Mutex<State>>() <= 64);
         assert_eq!(std::mem::align_of::<Inbox>(), 64);
-        assert_eq!(std::mem::size_of::<Command>(), 64);
-        assert_eq!(std::mem::align_of::<Command>(), 64);
+        assert_eq!(std::mem::size_of::<Line<Command>>(), 64);
+        assert_eq!(std::mem::align_of::<Line<Command>>(), 64);
     }
 }

@@ -60,12 +60,12 @@ impl ReportedEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PublishedEvent {
-    partition_id: String,
+    partition_id: Arc<str>,
     sequence_number: Option<i32>,
 }
 
 impl PublishedEvent {
-    pub(crate) fn new(partition_id: String, sequence_number: Option<i32>) -> Self {
+    pub(crate) fn new(partition_id: Arc<str>, sequence_number: Option<i32>) -> Self {
         Self {
             partition_id,
             sequence_number,
@@ -139,7 +139,7 @@ mod tests {
     #[tokio::test]
     async fn an_outcome_resolves_once_and_a_lost_sender_means_abandoned() {
         let (sender, pending) = PendingOutcome::channel();
-        let _ = sender.send(Ok(PublishedEvent::new("3".into(), Some(7))));
+        let _ = sender.send(Ok(PublishedEvent::new(Arc::from("3"), Some(7))));
         let published = pending.await.expect("published");
         assert_eq!(published.partition_id(), "3");
         assert_eq!(published.idempotent_sequence_number(), Some(7));

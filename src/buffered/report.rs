@@ -10,18 +10,16 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::outcome::Routing;
+use super::outcome::ReportedEvent;
 use crate::error::Error;
-use crate::event::EventData;
 use crate::idempotence::PublishedSequenceNumbers;
 
 /// The outcome of sending some events of one partition (a batch, a piece of one, or events
 /// that failed before they could be sent).
 pub(crate) struct BatchOutcome {
     pub partition_id: String,
-    pub events: Vec<EventData>,
-    /// How each event was routed (same order as `events`).
-    pub routes: Vec<Routing>,
+    /// The events, each with how it was routed, as the handler gets them.
+    pub events: Vec<ReportedEvent>,
     /// Published (with the sequence numbers of an idempotent producer), or why not.
     pub result: Result<Option<PublishedSequenceNumbers>, Arc<Error>>,
 }

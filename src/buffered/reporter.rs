@@ -12,7 +12,6 @@ use tokio::sync::mpsc;
 use super::client::{BufferedProducerClient, WeakProducer};
 use super::context::{SendFailedContext, SendSucceededContext};
 use super::handler::DynHandler;
-use super::outcome::ReportedEvent;
 use super::report::{as_handler, Backlog, BatchOutcome, Report, StartReporter};
 
 /// Starts reporters that call `handler`, with contexts that lead back to `producer`.
@@ -102,14 +101,8 @@ fn call_for(
     let BatchOutcome {
         partition_id,
         events,
-        routes,
         result,
     } = outcome;
-    let events = events
-        .into_iter()
-        .zip(routes)
-        .map(|(event, routing)| ReportedEvent { event, routing })
-        .collect();
     match result {
         Ok(published_sequence_numbers) => handler.succeeded(SendSucceededContext {
             partition_id,

@@ -54,7 +54,10 @@ async fn the_ordering_guard_refuses_after_a_failure_until_resumed() {
             .unwrap();
     }
     bounded("flush", BOUND, producer.flush()).await.unwrap();
-    assert!(stored(&emulator, &partition).is_empty(), "nothing after the gap");
+    assert!(
+        stored(&emulator, &partition).is_empty(),
+        "nothing after the gap"
+    );
     // Resumed: the key goes on, and consumers never saw a later step before the failed one.
     assert!(producer.resume_partition(&partition).await.unwrap());
     assert!(!producer.is_partition_paused(&partition));
@@ -67,7 +70,10 @@ async fn the_ordering_guard_refuses_after_a_failure_until_resumed() {
         .await
         .unwrap();
     bounded("flush", BOUND, producer.flush()).await.unwrap();
-    assert_eq!(stored(&emulator, &partition), vec!["step-1-again", "step-2"]);
+    assert_eq!(
+        stored(&emulator, &partition),
+        vec!["step-1-again", "step-2"]
+    );
     assert_eq!(recorder.failed().len(), 1);
     bounded("close", BOUND, producer.close()).await.unwrap();
 }
@@ -93,7 +99,10 @@ async fn a_failure_handler_requeues_while_paused_and_keeps_the_order() {
                         requeued.fetch_add(context.events.len(), Ordering::SeqCst);
                         // Requeue first (taken while paused), then resume: nothing overtakes.
                         context.requeue().await.expect("requeued while paused");
-                        producer.resume_partition(&partition).await.expect("resumed");
+                        producer
+                            .resume_partition(&partition)
+                            .await
+                            .expect("resumed");
                     }
                 }
             })
@@ -157,8 +166,14 @@ async fn requeue_routes_automatic_events_again_and_keeps_keys_and_ids() {
     }
     let key_partition = producer.partition_for_key("k").await.unwrap();
     producer.enqueue_event(event("auto"), auto()).await.unwrap();
-    producer.enqueue_event(event("keyed"), keyed("k")).await.unwrap();
-    producer.enqueue_event(event("pinned"), to("3")).await.unwrap();
+    producer
+        .enqueue_event(event("keyed"), keyed("k"))
+        .await
+        .unwrap();
+    producer
+        .enqueue_event(event("pinned"), to("3"))
+        .await
+        .unwrap();
     wait_until("all three are stored", BOUND, || {
         emulator.total_event_count(HUB).unwrap() == 3
     })
@@ -192,18 +207,23 @@ struct ByTenant;
 
 impl Partitioner for ByTenant {
     fn partition_index(&self, key: &str, partition_count: usize) -> usize {
-        key.trim_start_matches("tenant-").parse::<usize>().unwrap_or(0) % partition_count
+        key.trim_start_matches("tenant-")
+            .parse::<usize>()
+            .unwrap_or(0)
+            % partition_count
     }
 }
 
 #[tokio::test]
 async fn a_custom_partitioner_places_keyed_events() {
     let emulator = emulator().await;
-    let (producer, _recorder) =
-        producer_with(&emulator, fast_options().with_partitioner(ByTenant));
+    let (producer, _recorder) = producer_with(&emulator, fast_options().with_partitioner(ByTenant));
     for tenant in 0..8 {
         producer
-            .enqueue_event(event(format!("e{tenant}")), keyed(&format!("tenant-{tenant}")))
+            .enqueue_event(
+                event(format!("e{tenant}")),
+                keyed(&format!("tenant-{tenant}")),
+            )
             .await
             .unwrap();
     }
@@ -243,7 +263,10 @@ async fn a_stream_keeps_flowing_to_free_partitions_while_one_is_stalled() {
         (1..4).all(|p| emulator.event_count(HUB, &p.to_string()).unwrap() == 100)
     })
     .await;
-    assert!(!streaming.is_finished(), "partition 0's events are held back");
+    assert!(
+        !streaming.is_finished(),
+        "partition 0's events are held back"
+    );
     assert!(producer.buffered_event_count("0") <= 10);
     // Within each partition the stream's order holds.
     for p in 1..4 {
@@ -269,7 +292,11 @@ async fn a_stream_keeps_flowing_to_free_partitions_while_one_is_stalled() {
         400,
         "every item was either enqueued or handed back"
     );
-    assert_eq!(recorder.handled(), handed_back, "every enqueued event reported");
+    assert_eq!(
+        recorder.handled(),
+        handed_back,
+        "every enqueued event reported"
+    );
 }
 
 #[tokio::test]
@@ -333,7 +360,10 @@ async fn struct_and_stateful_closure_handlers_need_no_macro() {
             .build()
             .unwrap();
     for i in 0..10 {
-        producer.enqueue_event(event(format!("t{i}")), auto()).await.unwrap();
+        producer
+            .enqueue_event(event(format!("t{i}")), auto())
+            .await
+            .unwrap();
     }
     bounded("close", BOUND, producer.close()).await.unwrap();
     assert_eq!(tally.published.load(Ordering::Relaxed), 10);
@@ -350,7 +380,9 @@ async fn struct_and_stateful_closure_handlers_need_no_macro() {
                     async {}
                 }
             })
-            .on_send_failed(|context| async move { panic!("unexpected failure: {}", context.error) })
+            .on_send_failed(
+                |context| async move { panic!("unexpected failure: {}", context.error) },
+            )
             .build()
             .unwrap();
     producer.enqueue_event(event("one"), auto()).await.unwrap();

@@ -7,10 +7,14 @@ use crate::prelude::*;
 
 /// A handler that records, for each call, the bodies and whether every outcome of those
 /// events had already resolved when the call started.
+/// A handler call as the probe saw it: the bodies, and whether all their outcomes had
+/// resolved when it started.
+type ProbedCall = (Vec<String>, bool);
+
 #[derive(Clone, Default)]
 struct OrderProbe {
     resolved: Arc<Mutex<HashSet<String>>>,
-    calls: Arc<Mutex<Vec<(Vec<String>, bool)>>>,
+    calls: Arc<Mutex<Vec<ProbedCall>>>,
 }
 
 impl BufferedProducerHandler for OrderProbe {
@@ -49,7 +53,9 @@ async fn outcomes_resolve_in_handler_order_before_each_handler_call() {
     // Await them in enqueue order, recording each as it resolves.
     let mut order = Vec::new();
     for (body, outcome) in pending {
-        let published = bounded("an outcome", BOUND, outcome).await.expect("published");
+        let published = bounded("an outcome", BOUND, outcome)
+            .await
+            .expect("published");
         assert_eq!(published.partition_id(), "1");
         assert_eq!(published.idempotent_sequence_number(), None);
         probe.resolved.lock().unwrap().insert(body.clone());
@@ -82,7 +88,11 @@ async fn a_failed_batch_gives_each_event_the_error_its_handler_call_gets() {
     bounded("flush", BOUND, producer.flush()).await.unwrap();
     assert_eq!(
         recorder.failed_in(),
-        vec![("quota".to_string(), "2".to_string(), ErrorKind::QuotaExceeded)]
+        vec![(
+            "quota".to_string(),
+            "2".to_string(),
+            ErrorKind::QuotaExceeded
+        )]
     );
     // Dropping an outcome changes nothing: the event is still sent and reported.
     drop(
@@ -122,7 +132,9 @@ async fn abandoned_and_cleared_events_resolve_as_abandoned() {
         .await
         .unwrap();
     bounded("flush", BOUND, producer.flush()).await.unwrap();
-    bounded("kept outcome", BOUND, kept).await.expect("published");
+    bounded("kept outcome", BOUND, kept)
+        .await
+        .expect("published");
     // A batch in flight when abandoning may have been published; one never sent was not.
     emulator.faults().withhold_next(1, FaultScope::Any);
     let in_flight = producer
@@ -293,7 +305,10 @@ async fn an_event_larger_than_the_link_takes_is_refused_at_enqueue_naming_the_si
         .unwrap();
     let (producer, recorder) = producer(&emulator);
     // The first event teaches the producer the link's limit.
-    producer.enqueue_event(event("small"), to("0")).await.unwrap();
+    producer
+        .enqueue_event(event("small"), to("0"))
+        .await
+        .unwrap();
     bounded("flush", BOUND, producer.flush()).await.unwrap();
     let big = EventData::from(vec![b'b'; 100 * 1024]);
     for options in [to("1"), keyed("k"), auto()] {

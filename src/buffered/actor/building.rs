@@ -10,41 +10,21 @@ use tokio::time::Instant;
 
 use super::{Actor, Building, Riders, Sealed};
 use crate::amqp::message::encode_batch_event;
-use crate::batch::{BatchTarget, EventDataBatch};
+use crate::batch::{message_too_large, EncodedBatch};
 use crate::buffered::budget::Reservation;
 use crate::buffered::command::Queued;
-use crate::buffered::outcome::{OutcomeSender, Routing};
+use crate::buffered::outcome::{OutcomeSender, ReportedEvent, Routing};
 use crate::buffered::report::Report;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::EventData;
 
-/// One event on its way into a batch.
-pub(super) struct Arriving {
-    pub event: EventData,
-    pub routing: Routing,
-    pub reservation: Reservation,
-    pub outcome: Option<OutcomeSender>,
-}
-
-impl Arriving {
-    fn new(queued: Queued, outcome: Option<OutcomeSender>) -> Self {
-        let (event, routing, reservation) = queued.into_parts();
-        Self {
-            event,
-            routing,
-            reservation,
-            outcome,
-        }
-    }
-
-    /// The event alone, with its riders, to be reported on its own.
-    pub(super) fn into_single(self) -> (Vec<EventData>, Riders) {
-        let riders = Riders {
-            routes: vec![self.routing],
-            outcomes: self.outcome.map(|o| (0, o)).into_iter().collect(),
-            reservation: self.reservation,
-        };
-        (vec![self.event], riders)
+/// Riders of one event alone (to be reported on its own).
+pub(super) fn single(queued: Queued, outcome: Option<OutcomeSender>) -> Riders {
+    let (event, routing, reservation) = queued.into_parts();
+    Riders {
+        events: vec![ReportedEvent { event, routing }],
+        outcomes: outcome.map(|o| (0, o)).into_iter().collect(),
+        reservation,
     }
 }
 
@@ -65,8 +45,7 @@ impl Actor {
     }
 
     fn new_building(&self, max_size: usize, oldest: Instant) -> Building {
-        let mut batch =
-            EventDataBatch::new(BatchTarget::Partition(self.shared.id.clone()), max_size);
+        let mut batch = EncodedBatch::for_partition(max_size);
         // Sized like the last batch: growing its vectors event by event copied them over and
         // over (and, past glibc's mmap threshold, faulted in fresh pages each time).
         batch.reserve(self.last_batch_len);
@@ -75,6 +54,7 @@ impl Actor {
             riders: Riders::with_capacity(self.last_batch_len),
             oldest,
             due: false,
+            started_busy: !self.in_flight.is_empty() || !self.ready.is_empty(),
         }
     }
 
@@ -83,8 +63,8 @@ impl Actor {
         match self.max_size().await {
             Ok(max_size) => self.add(queued, outcome, max_size),
             Err(e) => {
-                let (events, riders) = Arriving::new(queued, outcome).into_single();
-                self.fail_now(events, riders, Arc::new(e));
+                let riders = single(queued, outcome);
+                self.fail_now(riders, Arc::new(e));
             }
         }
     }
@@ -93,73 +73,59 @@ impl Actor {
     /// fit, and fails an event that fits in no batch (or arrives while the partition is
     /// paused) at once.
     pub(super) fn add(&mut self, queued: Queued, outcome: Option<OutcomeSender>, max_size: usize) {
-        if self.shared.is_paused() && !queued.is_requeued() {
-            let (events, riders) = Arriving::new(queued, outcome).into_single();
+        if self.settings.pause_on_failure && self.shared.is_paused() && !queued.is_requeued() {
+            let riders = single(queued, outcome);
             let error = self.paused_error();
-            self.fail_now(events, riders, error);
+            self.fail_now(riders, error);
             return;
         }
-        let arriving = Arriving::new(queued, outcome);
-        let encoded = self.encode(&arriving.routing, &arriving.event);
+        let (event, routing, reservation) = queued.into_parts();
+        let encoded = self.encode(&routing, &event);
         let enqueued_at = self.received_at;
+        let reported = ReportedEvent { event, routing };
         let building = match &mut self.building {
             Some(building) => building,
             None => self
                 .building
                 .insert(self.new_building(max_size, enqueued_at)),
         };
-        let refused = match building.batch.try_add_encoded(arriving.event, encoded) {
-            Ok(()) => {
-                return join(
-                    building,
-                    arriving.routing,
-                    arriving.outcome,
-                    arriving.reservation,
-                )
-            }
+        let refused = match building.batch.try_push(encoded) {
+            Ok(()) => return join(building, reported, outcome, reservation),
             Err(refused) => refused,
         };
-        let too_large = refused
-            .is_too_large_for_any_batch()
-            .then(|| refused.to_error());
-        let arriving = Arriving {
-            event: refused.into_event(),
-            ..arriving
-        };
-        if let Some(error) = too_large {
+        if refused.too_large_for_any_batch {
             if self.building.as_ref().is_some_and(|b| b.batch.is_empty()) {
                 self.building = None;
             }
-            let (events, riders) = arriving.into_single();
-            self.fail_now(events, riders, Arc::new(error));
+            let riders = Riders {
+                events: vec![reported],
+                outcomes: outcome.map(|o| (0, o)).into_iter().collect(),
+                reservation,
+            };
+            let error = message_too_large(refused.added, max_size);
+            self.fail_now(riders, Arc::new(error));
             return;
         }
         // The batch is full: seal it and start the next one with this event.
         self.seal();
-        let encoded = self.encode(&arriving.routing, &arriving.event);
         let mut building = self.new_building(max_size, enqueued_at);
-        match building.batch.try_add_encoded(arriving.event, encoded) {
+        match building.batch.try_push(refused.encoded) {
             Ok(()) => {
-                join(
-                    &mut building,
-                    arriving.routing,
-                    arriving.outcome,
-                    arriving.reservation,
-                );
+                join(&mut building, reported, outcome, reservation);
                 self.building = Some(building);
             }
             // It fitted in an empty batch a moment ago; report it rather than lose it.
-            Err(refused) => {
-                let arriving = Arriving {
-                    event: refused.into_event(),
-                    ..arriving
+            Err(_) => {
+                let riders = Riders {
+                    events: vec![reported],
+                    outcomes: outcome.map(|o| (0, o)).into_iter().collect(),
+                    reservation,
                 };
-                let (events, riders) = arriving.into_single();
                 let error = Error::new(
                     ErrorKind::MessageTooLarge,
                     "the event did not fit in an empty batch",
                 );
-                self.fail_now(events, riders, Arc::new(error));
+                self.fail_now(riders, Arc::new(error));
             }
         }
     }
@@ -211,24 +177,23 @@ impl Actor {
         ));
         self.seal();
         for sealed in std::mem::take(&mut self.ready) {
-            let (_, _, events) = sealed.batch.into_parts();
-            self.fail_now(events, sealed.riders, error.clone());
+            self.fail_now(sealed.riders, error.clone());
         }
         let _ = self.reports.send(Report::Barrier(ack));
     }
 }
 
-/// Records what rides with an event just added to `building`.
+/// Records an event just added to `building`'s encoded batch, with what rides with it.
 fn join(
     building: &mut Building,
-    routing: Routing,
+    reported: ReportedEvent,
     outcome: Option<OutcomeSender>,
     reservation: Reservation,
 ) {
     let riders = &mut building.riders;
     if let Some(outcome) = outcome {
-        riders.outcomes.push((riders.routes.len(), outcome));
+        riders.outcomes.push((riders.events.len(), outcome));
     }
-    riders.routes.push(routing);
+    riders.events.push(reported);
     riders.reservation.merge(reservation);
 }

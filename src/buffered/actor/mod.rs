@@ -6,7 +6,9 @@
 //! When a batch goes:
 //! - at once when the partition has a free send slot and nothing else waits for one
 //!   (`send_when_idle`, the default): an idle partition adds no latency, and events that
-//!   arrive while a send is in flight accumulate into the next batch;
+//!   arrive while a send is in flight accumulate into the next batch, which goes when the slot
+//!   frees once its first event has waited 1 ms (`BUSY_LINGER`), so a steady stream makes
+//!   full batches rather than one per round trip;
 //! - when it is full (the next event does not fit), or the partition's buffer is full;
 //! - when its oldest event has waited `max_wait_time`, on flush, and on close. A batch whose
 //!   time came while every send slot is busy keeps taking events, up to its size limit, until
@@ -28,13 +30,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::budget::Reservation;
-use super::command::Command;
+use super::command::{Command, Line};
 use super::inbox::Inbox;
-use super::outcome::{OutcomeSender, Routing};
+use super::outcome::{OutcomeSender, ReportedEvent};
 use super::report::{Backlog, Report};
-use crate::batch::EventDataBatch;
+use crate::batch::EncodedBatch;
 use crate::error::Result;
-use crate::event::EventData;
 use crate::idempotence::PublishedSequenceNumbers;
 
 mod building;
@@ -59,9 +60,11 @@ pub(crate) fn spawn(
     let reports = settings.reporters.start(backlog.clone());
     let backlog_limit = (2 * settings.max_sends_per_partition).max(4);
     let actor = Actor {
+        id_for_outcomes: Arc::from(shared.id.as_str()),
         shared: shared.clone(),
         settings,
         pending: VecDeque::new(),
+        pending_outcomes: VecDeque::new(),
         received_at: Instant::now(),
         commands_done: false,
         reports,
@@ -82,11 +85,12 @@ pub(crate) fn spawn(
     shared
 }
 
-/// What a batch carries besides its events: how each was routed, the outcomes callers await
-/// (by the event's index in the batch; most events have none), and the buffer space it holds.
+/// What a batch carries besides its encoded bytes: its events as the handler gets them (each
+/// with how it was routed), the outcomes callers await (by the event's index in the batch;
+/// most events have none), and the buffer space it holds.
 #[derive(Default)]
 struct Riders {
-    routes: Vec<Routing>,
+    events: Vec<ReportedEvent>,
     outcomes: Vec<(usize, OutcomeSender)>,
     reservation: Reservation,
 }
@@ -94,21 +98,21 @@ struct Riders {
 impl Riders {
     fn with_capacity(events: usize) -> Self {
         Self {
-            routes: Vec::with_capacity(events),
+            events: Vec::with_capacity(events),
             ..Self::default()
         }
     }
 
-    /// Splits off the riders of the events from `at` on (their indexes start from 0 again);
-    /// the space stays here.
+    /// Splits off the events from `at` on, with their outcomes (their indexes start from 0
+    /// again); the space stays here.
     fn split_off(&mut self, at: usize) -> Riders {
-        let routes = self.routes.split_off(at.min(self.routes.len()));
+        let events = self.events.split_off(at.min(self.events.len()));
         let (keep, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.outcomes)
             .into_iter()
             .partition(|(index, _)| *index < at);
         self.outcomes = keep;
         Riders {
-            routes,
+            events,
             outcomes: later
                 .into_iter()
                 .map(|(index, outcome)| (index - at, outcome))
@@ -120,26 +124,34 @@ impl Riders {
 
 /// The batch being built.
 struct Building {
-    batch: EventDataBatch,
+    batch: EncodedBatch,
     riders: Riders,
     /// When its first event was taken from the inbox.
     oldest: Instant,
     /// Its time came (max_wait_time, a flush, a full buffer) while no send slot was free: it
     /// goes with the next free slot, and takes events until then.
     due: bool,
+    /// Its first event came while a send was in flight: events keep coming during sends, so
+    /// it lingers up to [`BUSY_LINGER`] to fill rather than going the moment the slot frees.
+    started_busy: bool,
 }
+
+/// How long a batch that started filling during a send waits for more events before it goes
+/// with the next free slot (with `send_when_idle`): enough for a steady stream to fill
+/// batches (an event per microsecond makes a batch of about a thousand), short next to
+/// `max_wait_time` and to what people notice.
+const BUSY_LINGER: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// A full batch waiting for a send slot.
 struct Sealed {
     seq: u64,
-    batch: EventDataBatch,
+    batch: EncodedBatch,
     riders: Riders,
 }
 
-/// Events of a batch in flight, with their riders.
+/// A batch in flight: its events and what rides with them.
 struct InFlight {
     seq: u64,
-    events: Vec<EventData>,
     riders: Riders,
     /// Set when the batch is being sent again in pieces (the service lowered its size
     /// limit): the outcome of each piece, in order.
@@ -151,8 +163,13 @@ type Sending = BoxFuture<'static, (u64, Result<Option<PublishedSequenceNumbers>>
 struct Actor {
     shared: Arc<PartitionShared>,
     settings: Arc<ActorSettings>,
+    /// The partition id as the outcomes of its events carry it (cloned per event: one atomic
+    /// increment, no allocation).
+    id_for_outcomes: Arc<str>,
     /// Commands taken from the inbox and not yet handled, in order.
-    pending: VecDeque<Command>,
+    pending: VecDeque<Line<Command>>,
+    /// The outcome senders of the tracked events among `pending`, in the same order.
+    pending_outcomes: VecDeque<OutcomeSender>,
     /// When the commands in `pending` were taken: stands for the enqueue time of their events
     /// (a batch's `max_wait_time` counts from its first event's). At most one burst late.
     received_at: Instant,
@@ -182,16 +199,22 @@ impl Drop for Actor {
     /// other way out reports them first): they can be neither sent nor reported any more, and
     /// must not vanish without a word.
     fn drop(&mut self) {
-        self.shared.inbox.take_all(&mut self.pending);
+        self.shared
+            .inbox
+            .take_all(&mut self.pending, &mut self.pending_outcomes);
         let queued = self
             .pending
             .iter()
-            .filter(|c| matches!(c, Command::Event(_) | Command::Tracked(_)))
+            .filter(|c| matches!(c.0, Command::Event(_)))
             .count();
         let unsent = queued
             + self.building.as_ref().map_or(0, |b| b.batch.len())
             + self.ready.iter().map(|s| s.batch.len()).sum::<usize>();
-        let in_flight: usize = self.in_flight_events.iter().map(|b| b.events.len()).sum();
+        let in_flight: usize = self
+            .in_flight_events
+            .iter()
+            .map(|b| b.riders.events.len())
+            .sum();
         if unsent + in_flight > 0 {
             tracing::error!(
                 partition = %self.shared.id,
@@ -221,10 +244,15 @@ impl Actor {
             if self.is_finished() {
                 break;
             }
-            let deadline = match (&self.building, self.settings.max_wait_time) {
-                (Some(b), Some(wait)) if !b.due => Some(b.oldest + wait),
-                _ => None,
-            };
+            let deadline = self.building.as_ref().filter(|b| !b.due).and_then(|b| {
+                let linger =
+                    (self.settings.send_when_idle && b.started_busy).then_some(BUSY_LINGER);
+                let wait = match (self.settings.max_wait_time, linger) {
+                    (Some(wait), Some(linger)) => Some(wait.min(linger)),
+                    (wait, linger) => wait.or(linger),
+                };
+                wait.map(|wait| b.oldest + wait)
+            });
             let has_slot = self.in_flight.len() < self.settings.max_sends_per_partition;
             let backlog_full = self.backlog.pending() >= self.backlog_limit;
             let has_work = self.has_batch_to_send();
@@ -253,7 +281,7 @@ impl Actor {
                 // for a send slot: a close_abandoning must not wait behind a send that hangs
                 // (memory stays bounded by the slots).
                 _ = std::future::ready(()), if !self.pending.is_empty() => {}
-                open = shared.inbox.recv(&mut self.pending), if self.pending.is_empty() && !self.commands_done => {
+                open = shared.inbox.recv(&mut self.pending, &mut self.pending_outcomes), if self.pending.is_empty() && !self.commands_done => {
                     if open {
                         self.took_commands();
                     } else {
@@ -285,11 +313,13 @@ impl Actor {
         }
     }
 
-    /// The batch being built is due when the partition's buffer is full and its queue is
-    /// empty: enqueuers are waiting for space only a send can free, so waiting for the batch
-    /// to fill or for `max_wait_time` would only stall them.
+    /// The batch being built is due when the partition's buffer is full, its queue is empty
+    /// and no send is in flight: enqueuers are waiting for space only this batch's send can
+    /// free, so waiting for it to fill or for `max_wait_time` would only stall them. (While a
+    /// send is in flight, its completion frees room and the batch fills on.)
     fn mark_due_if_nothing_more_can_come(&mut self) {
         if self.building.is_some()
+            && self.in_flight.is_empty()
             && self.pending.is_empty()
             && !self.shared.inbox.may_have_room()
             && self.shared.inbox.is_full_and_empty()
@@ -313,17 +343,19 @@ impl Actor {
     async fn handle_pending(&mut self) -> bool {
         const MAX_BURST: usize = 1024;
         for _ in 0..MAX_BURST {
-            let Some(command) = self.pending.pop_front() else {
+            let Some(Line(command)) = self.pending.pop_front() else {
                 break;
             };
             match command {
-                Command::Event(_) | Command::Tracked(_) => {
-                    if let Some((queued, outcome)) = command.into_event() {
-                        // Synchronous once the batch size limit is known: no future per event.
-                        match self.max_size {
-                            Some(max_size) => self.add(queued, outcome, max_size),
-                            None => self.add_first(queued, outcome).await,
-                        }
+                Command::Event(queued) => {
+                    let outcome = match queued.is_tracked() {
+                        true => self.pending_outcomes.pop_front(),
+                        false => None,
+                    };
+                    // Synchronous once the batch size limit is known: no future per event.
+                    match self.max_size {
+                        Some(max_size) => self.add(queued, outcome, max_size),
+                        None => self.add_first(queued, outcome).await,
                     }
                 }
                 Command::Flush(ack) => self.flush(ack),

@@ -17,7 +17,6 @@ use crate::amqp::message::data_section_size;
 use crate::batch::{message_too_large, BatchTarget, EventDataBatch};
 use crate::buffered::sender::BatchSender;
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::EventData;
 use crate::idempotence::PublishedSequenceNumbers;
 
 /// The outcome of one piece: how many events (in order) and whether they were published.
@@ -106,10 +105,10 @@ impl Actor {
             return false;
         };
         let encoded: Vec<Vec<u8>> = batch
+            .riders
             .events
             .iter()
-            .zip(&batch.riders.routes)
-            .map(|(event, routing)| self.encode(routing, event))
+            .map(|reported| self.encode(&reported.routing, &reported.event))
             .collect();
         let pieces = Pieces::default();
         batch.pieces = Some(pieces.clone());
@@ -135,30 +134,22 @@ impl Actor {
 
     /// Reports a batch that was sent in pieces (its space already given back): one report per
     /// piece, in order.
-    pub(super) fn report_pieces(
-        &mut self,
-        mut events: Vec<EventData>,
-        mut riders: Riders,
-        pieces: &Pieces,
-    ) {
+    pub(super) fn report_pieces(&mut self, mut riders: Riders, pieces: &Pieces) {
         let pieces = std::mem::take(&mut *pieces.lock().unwrap_or_else(|p| p.into_inner()));
         for Piece { count, result } in pieces {
-            let count = count.min(events.len());
-            let rest_events = events.split_off(count);
-            let rest_riders = riders.split_off(count);
+            let rest = riders.split_off(count);
             self.report_outcome(
-                std::mem::replace(&mut events, rest_events),
-                std::mem::replace(&mut riders, rest_riders),
+                std::mem::replace(&mut riders, rest),
                 result.map_err(Arc::new),
             );
         }
-        if !events.is_empty() {
+        if !riders.events.is_empty() {
             // Never lose an event, whatever the pieces said.
             let error = Error::new(
                 ErrorKind::ServiceError,
                 "the batch was refused as too large and could not be sent again",
             );
-            self.report_outcome(events, riders, Err(Arc::new(error)));
+            self.report_outcome(riders, Err(Arc::new(error)));
         }
     }
 }

@@ -13,11 +13,10 @@ use tracing::Instrument;
 
 use super::{Actor, InFlight, Riders, Sealed};
 use crate::buffered::capacity::release;
-use crate::buffered::command::Command;
-use crate::buffered::outcome::PublishedEvent;
+use crate::buffered::command::{Command, Line};
+use crate::buffered::outcome::{PublishedEvent, ReportedEvent};
 use crate::buffered::report::{BatchOutcome, Report};
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::EventData;
 use crate::idempotence::PublishedSequenceNumbers;
 
 fn abandoned(in_flight: bool) -> Arc<Error> {
@@ -39,10 +38,21 @@ fn abandoned(in_flight: bool) -> Arc<Error> {
 impl Actor {
     /// Whether a batch can go as soon as a send slot is free: a full one, or the one being
     /// built when it is due, or at once when the partition is idle and `send_when_idle` is on.
+    ///
+    /// Idle means no send in flight, a batch that started while none was (one that started
+    /// during a send lingers, see `BUSY_LINGER`), and no pressure: a partition whose buffer
+    /// filled up during
+    /// the last send is under full load, and sending its next batch at once would send
+    /// whatever few events the freed slots let in so far, alternating tiny and large batches;
+    /// it fills instead (it goes when the buffer is full again, or at `max_wait_time`).
     pub(super) fn has_batch_to_send(&self) -> bool {
         !self.ready.is_empty()
             || self.building.as_ref().is_some_and(|b| {
-                b.due || (self.settings.send_when_idle && self.in_flight.is_empty())
+                b.due
+                    || (self.settings.send_when_idle
+                        && !b.started_busy
+                        && self.in_flight.is_empty()
+                        && !self.shared.inbox.filled_up())
             })
     }
 
@@ -70,12 +80,12 @@ impl Actor {
     }
 
     fn start_send(&mut self, sealed: Sealed, permit: OwnedSemaphorePermit) {
+        self.shared.inbox.clear_filled_up();
         let bytes = sealed.batch.size_in_bytes();
-        let (_, encoded, events) = sealed.batch.into_parts();
-        let count = events.len();
+        let encoded = sealed.batch.into_encoded();
+        let count = encoded.len();
         self.in_flight_events.push_back(InFlight {
             seq: sealed.seq,
-            events,
             riders: sealed.riders,
             pieces: None,
         });
@@ -93,8 +103,9 @@ impl Actor {
         );
     }
 
-    /// Gives back the space of `count` events.
-    pub(super) fn release(&self, count: usize, riders: &mut Riders) {
+    /// Gives back the space of the events of `riders`.
+    pub(super) fn release(&self, riders: &mut Riders) {
+        let count = riders.events.len();
         // Counts first: an enqueuer woken by the freed space must not be counted on top of
         // the events it replaces (the counts would briefly exceed the partition's limit).
         self.settings
@@ -130,7 +141,6 @@ impl Actor {
         }
         let Some(InFlight {
             seq: sent_seq,
-            events,
             mut riders,
             pieces,
         }) = self.in_flight_events.pop_front()
@@ -138,10 +148,10 @@ impl Actor {
             return;
         };
         debug_assert_eq!(sent_seq, seq);
-        self.release(events.len(), &mut riders);
+        self.release(&mut riders);
         match pieces {
-            Some(pieces) => self.report_pieces(events, riders, &pieces),
-            None => self.report_outcome(events, riders, result.map_err(Arc::new)),
+            Some(pieces) => self.report_pieces(riders, &pieces),
+            None => self.report_outcome(riders, result.map_err(Arc::new)),
         }
         self.completed_seq = seq;
         while self
@@ -161,11 +171,10 @@ impl Actor {
     /// ordering guard up to date.
     pub(super) fn report_outcome(
         &mut self,
-        events: Vec<EventData>,
         riders: Riders,
         result: std::result::Result<Option<PublishedSequenceNumbers>, Arc<Error>>,
     ) {
-        if events.is_empty() {
+        if riders.events.is_empty() {
             return;
         }
         match &result {
@@ -177,15 +186,14 @@ impl Actor {
             }
             Err(error) => {
                 self.shared.failing.store(true, Ordering::SeqCst);
-                tracing::error!(partition = %self.shared.id, events = events.len(), error = %error, "batch not published");
+                tracing::error!(partition = %self.shared.id, events = riders.events.len(), error = %error, "batch not published");
             }
         }
         self.resolve_outcomes(riders.outcomes, &result);
         let failed_for_good = matches!(&result, Err(e) if e.kind() != ErrorKind::Abandoned && e.kind() != ErrorKind::PartitionPaused);
         self.report(Report::Outcome(BatchOutcome {
             partition_id: self.shared.id.clone(),
-            events,
-            routes: riders.routes,
+            events: riders.events,
             result,
         }));
         if failed_for_good && self.settings.pause_on_failure {
@@ -202,7 +210,7 @@ impl Actor {
         for (index, outcome) in outcomes {
             let resolved = match result {
                 Ok(numbers) => Ok(PublishedEvent::new(
-                    self.shared.id.clone(),
+                    self.id_for_outcomes.clone(),
                     numbers.as_ref().and_then(|n| n.sequence_number(index)),
                 )),
                 Err(error) => Err(error.clone()),
@@ -214,14 +222,9 @@ impl Actor {
 
     /// Reports events as failed at once (too large, the link could not be attached, the
     /// partition is paused, cleared or abandoned), giving their space back.
-    pub(super) fn fail_now(
-        &mut self,
-        events: Vec<EventData>,
-        mut riders: Riders,
-        error: Arc<Error>,
-    ) {
-        self.release(events.len(), &mut riders);
-        self.report_outcome(events, riders, Err(error));
+    pub(super) fn fail_now(&mut self, mut riders: Riders, error: Arc<Error>) {
+        self.release(&mut riders);
+        self.report_outcome(riders, Err(error));
     }
 
     /// The error of events the ordering guard holds back.
@@ -250,29 +253,30 @@ impl Actor {
         let error = self.paused_error();
         self.seal();
         for sealed in std::mem::take(&mut self.ready) {
-            let (_, _, events) = sealed.batch.into_parts();
-            self.fail_now(events, sealed.riders, error.clone());
+            self.fail_now(sealed.riders, error.clone());
         }
     }
 
     /// Stops at once: everything not yet published is reported as abandoned.
     pub(super) fn abandon(&mut self) {
         self.shared.inbox.close();
-        self.shared.inbox.take_all(&mut self.pending);
-        let mut queued_events = Vec::new();
+        self.shared
+            .inbox
+            .take_all(&mut self.pending, &mut self.pending_outcomes);
         let mut queued_riders = Riders::default();
-        while let Some(command) = self.pending.pop_front() {
+        while let Some(Line(command)) = self.pending.pop_front() {
             match command {
-                Command::Event(_) | Command::Tracked(_) => {
-                    if let Some((queued, outcome)) = command.into_event() {
-                        let (event, routing, reservation) = queued.into_parts();
-                        if let Some(outcome) = outcome {
-                            queued_riders.outcomes.push((queued_events.len(), outcome));
+                Command::Event(queued) => {
+                    if queued.is_tracked() {
+                        if let Some(outcome) = self.pending_outcomes.pop_front() {
+                            queued_riders
+                                .outcomes
+                                .push((queued_riders.events.len(), outcome));
                         }
-                        queued_events.push(event);
-                        queued_riders.routes.push(routing);
-                        queued_riders.reservation.merge(reservation);
                     }
+                    let (event, routing, reservation) = queued.into_parts();
+                    queued_riders.events.push(ReportedEvent { event, routing });
+                    queued_riders.reservation.merge(reservation);
                 }
                 Command::Flush(ack) => self.flush_waiters.push_back((u64::MAX, ack)),
                 Command::Clear(ack) => {
@@ -284,15 +288,14 @@ impl Actor {
         // Batches in flight are cancelled; whether the service got them is unknown.
         self.in_flight = FuturesOrdered::new();
         for batch in std::mem::take(&mut self.in_flight_events) {
-            self.fail_now(batch.events, batch.riders, abandoned(true));
+            self.fail_now(batch.riders, abandoned(true));
         }
         self.seal();
         for sealed in std::mem::take(&mut self.ready) {
-            let (_, _, events) = sealed.batch.into_parts();
-            self.fail_now(events, sealed.riders, abandoned(false));
+            self.fail_now(sealed.riders, abandoned(false));
         }
-        if !queued_events.is_empty() {
-            self.fail_now(queued_events, queued_riders, abandoned(false));
+        if !queued_riders.events.is_empty() {
+            self.fail_now(queued_riders, abandoned(false));
         }
         for (_, ack) in std::mem::take(&mut self.flush_waiters) {
             let _ = self.reports.send(Report::Barrier(ack));

@@ -22,9 +22,12 @@
 
 use std::sync::atomic::Ordering;
 
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+
 use super::capacity::held_size;
 use super::client::BufferedProducerClient;
-use super::command::Command;
+use super::command::Parcel;
 use super::options::EnqueueOptions;
 use super::outcome::{OutcomeSender, PendingOutcome};
 use super::report::in_handler;
@@ -66,14 +69,10 @@ impl EnqueueError {
         }
     }
 
-    /// The error of a refused event command (its outcome sender, if any, is dropped: the
-    /// caller never got the pending outcome).
-    fn from_command(command: Command, error: Error) -> Self {
-        let event = match command.into_event() {
-            Some((queued, _)) => queued.into_parts().0,
-            None => EventData::default(),
-        };
-        Self::new(event, error)
+    /// The error of a refused event (its outcome sender, if any, is dropped: the caller never
+    /// got the pending outcome).
+    fn from_parcel(parcel: Parcel, error: Error) -> Self {
+        Self::new(parcel.into_event(), error)
     }
 
     /// Why the event was not enqueued.
@@ -148,7 +147,10 @@ impl BufferedProducerClient {
         event: EventData,
         options: EnqueueOptions,
     ) -> Result<(), EnqueueError> {
-        self.enqueue(event, &options, None).await
+        match self.enqueue_now(event, &options, None)? {
+            None => Ok(()),
+            Some(waiting) => waiting.await,
+        }
     }
 
     /// Enqueues one event, as [`enqueue_event`](Self::enqueue_event), and returns its outcome
@@ -176,7 +178,9 @@ impl BufferedProducerClient {
         options: EnqueueOptions,
     ) -> Result<PendingOutcome, EnqueueError> {
         let (sender, pending) = PendingOutcome::channel();
-        self.enqueue(event, &options, Some(sender)).await?;
+        if let Some(waiting) = self.enqueue_now(event, &options, Some(sender))? {
+            waiting.await?;
+        }
         Ok(pending)
     }
 
@@ -194,7 +198,12 @@ impl BufferedProducerClient {
     ) -> Result<(), EnqueueError> {
         let mut events = events.into_iter();
         while let Some(event) = events.next() {
-            if let Err(mut refused) = self.enqueue(event, &options, None).await {
+            let enqueued = match self.enqueue_now(event, &options, None) {
+                Ok(None) => Ok(()),
+                Ok(Some(waiting)) => waiting.await,
+                Err(refused) => Err(refused),
+            };
+            if let Err(mut refused) = enqueued {
                 refused.rest = events.collect();
                 return Err(refused);
             }
@@ -202,18 +211,34 @@ impl BufferedProducerClient {
         Ok(())
     }
 
-    /// The steps every enqueue takes; see the module documentation.
-    async fn enqueue(
-        &self,
+    /// The steps every enqueue takes (see the module documentation), as far as they go
+    /// without waiting: `Ok(None)` when the event is enqueued, else the rest to await (the
+    /// first connection, or room). The waiting part is boxed, only when needed: an enqueue
+    /// future then stays a few words, which the fast path moves around without a memcpy.
+    // The refusal carries the event back; it is large only on the error path.
+    #[allow(clippy::result_large_err, clippy::type_complexity)]
+    fn enqueue_now<'a>(
+        &'a self,
         event: EventData,
-        options: &EnqueueOptions,
+        options: &'a EnqueueOptions,
         outcome: Option<OutcomeSender>,
-    ) -> Result<(), EnqueueError> {
+    ) -> Result<Option<BoxFuture<'a, Result<(), EnqueueError>>>, EnqueueError> {
         if self.is_closed() {
             return Err(EnqueueError::new(event, Self::closed_error()));
         }
-        if let Err(error) = self.ensure_initialized().await {
-            return Err(EnqueueError::new(event, error));
+        if !self.core.initialized.initialized() {
+            return Ok(Some(
+                async move {
+                    if let Err(error) = self.ensure_initialized().await {
+                        return Err(EnqueueError::new(event, error));
+                    }
+                    match self.enqueue_now(event, options, outcome)? {
+                        None => Ok(()),
+                        Some(waiting) => waiting.await,
+                    }
+                }
+                .boxed(),
+            ));
         }
         let size = held_size(&event);
         if let Err(error) = self.check_size(&event, options, size) {
@@ -225,21 +250,35 @@ impl BufferedProducerClient {
             .partitions
             .with(|set| self.place_now(set, options, event, outcome, size, in_handler));
         match placed {
-            Placed::Done => Ok(()),
-            Placed::Failed(command, error) => Err(EnqueueError::from_command(command, error)),
-            Placed::Later(command, Placement::Wait(partition), _) => {
-                match self.reserve(&partition, size, in_handler).await {
-                    Ok(reservation) => self.push_reserved(&partition, command, reservation),
-                    Err(error) => Err(EnqueueError::from_command(command, error)),
-                }
-            }
-            Placed::Later(command, Placement::WaitAny, _) => {
+            Placed::Done => Ok(None),
+            Placed::Failed(command, error) => Err(EnqueueError::from_parcel(command, error)),
+            Placed::Later(command, placement, _) => Ok(Some(
+                self.wait_and_push(command, placement, size, in_handler)
+                    .boxed(),
+            )),
+        }
+    }
+
+    /// Steps 2 and 3 when the fast path found no room: waits for it, then pushes.
+    async fn wait_and_push(
+        &self,
+        command: Parcel,
+        placement: Placement,
+        size: usize,
+        in_handler: bool,
+    ) -> Result<(), EnqueueError> {
+        match placement {
+            Placement::Wait(partition) => match self.reserve(&partition, size, in_handler).await {
+                Ok(reservation) => self.push_reserved(&partition, command, reservation),
+                Err(error) => Err(EnqueueError::from_parcel(command, error)),
+            },
+            Placement::WaitAny => {
                 let set = self.current_partitions();
                 match self.reserve_automatic(&set, size, in_handler).await {
                     Ok((partition, reservation)) => {
                         self.push_reserved(&partition, command, reservation)
                     }
-                    Err(error) => Err(EnqueueError::from_command(command, error)),
+                    Err(error) => Err(EnqueueError::from_parcel(command, error)),
                 }
             }
         }

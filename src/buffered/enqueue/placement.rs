@@ -4,10 +4,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::super::budget::Reservation;
 use super::super::capacity::release;
 use super::super::client::BufferedProducerClient;
-use super::super::command::{Command, Queued, Tracked};
+use super::super::command::Parcel;
 use super::super::inbox::{Needs, Refused};
 use super::super::options::EnqueueOptions;
 use super::super::outcome::{OutcomeSender, Routing};
@@ -28,10 +27,10 @@ pub(super) enum Placement {
 pub(super) enum Placed {
     /// Enqueued.
     Done,
-    /// Refused: the event's command comes back with the error.
-    Failed(Command, Error),
-    /// No room now: the event's command, where to wait, and what was short.
-    Later(Command, Placement, Short),
+    /// Refused: the event's parcel comes back with the error.
+    Failed(Parcel, Error),
+    /// No room now: the event's parcel, where to wait, and what was short.
+    Later(Parcel, Placement, Short),
 }
 
 /// What an enqueue found short of room.
@@ -45,23 +44,20 @@ pub(super) enum Short {
 
 /// An event ready to place: the partition it goes to (None: automatic routing) and its
 /// command.
-pub(super) type Prepared<'a> = (Option<&'a Arc<PartitionHandle>>, Command);
+pub(super) type Prepared<'a> = (Option<&'a Arc<PartitionHandle>>, Parcel);
 
 /// The command that carries an event into a partition's inbox.
-fn command_for(
+fn parcel_for(
     event: EventData,
     routing: Routing,
     outcome: Option<OutcomeSender>,
     requeued: bool,
-) -> Command {
-    let mut queued = Queued::new(event, routing, Reservation::default());
+) -> Parcel {
+    let mut parcel = Parcel::new(event, routing, outcome);
     if requeued {
-        queued.mark_requeued();
+        parcel.queued.mark_requeued();
     }
-    match outcome {
-        None => Command::Event(queued),
-        Some(outcome) => Command::Tracked(Box::new(Tracked { queued, outcome })),
-    }
+    parcel
 }
 
 impl BufferedProducerClient {
@@ -94,17 +90,17 @@ impl BufferedProducerClient {
         event: EventData,
         outcome: Option<OutcomeSender>,
         in_handler: bool,
-    ) -> Result<Prepared<'a>, (Command, Error)> {
+    ) -> Result<Prepared<'a>, (Parcel, Error)> {
         match resolve(set, options, &*self.core.partitioner) {
             Ok(Some((partition, routing))) => Ok((
                 Some(partition),
-                command_for(event, routing, outcome, in_handler),
+                parcel_for(event, routing, outcome, in_handler),
             )),
             Ok(None) => Ok((
                 None,
-                command_for(event, Routing::Automatic, outcome, in_handler),
+                parcel_for(event, Routing::Automatic, outcome, in_handler),
             )),
-            Err(error) => Err((command_for(event, Routing::Automatic, None, false), error)),
+            Err(error) => Err((parcel_for(event, Routing::Automatic, None, false), error)),
         }
     }
 
@@ -113,13 +109,16 @@ impl BufferedProducerClient {
         &self,
         set: &PartitionSet,
         target: Option<&Arc<PartitionHandle>>,
-        command: Command,
+        command: Parcel,
         size: usize,
         in_handler: bool,
     ) -> Placed {
         match target {
             Some(partition) => {
-                if partition.shared.is_paused() && !in_handler {
+                if self.core.options.pause_partition_on_failure
+                    && partition.shared.is_paused()
+                    && !in_handler
+                {
                     return Placed::Failed(command, paused_error(&partition.shared.id));
                 }
                 // Handlers never wait: the wait path gives them what space there is at once.
@@ -141,14 +140,8 @@ impl BufferedProducerClient {
                 if in_handler {
                     return Placed::Later(command, Placement::WaitAny, Short::Slots);
                 }
-                if !set.partitions.is_empty() && set.partitions.iter().all(|p| p.shared.is_paused())
-                {
-                    let error = Error::new(
-                        ErrorKind::PartitionPaused,
-                        "every partition is paused by the ordering guard; resume one with resume_partition",
-                    );
-                    return Placed::Failed(command, error);
-                }
+                // (Paused partitions are passed over; when every one is, the wait for room
+                // says so.)
                 self.place_automatic(set, command, size)
             }
         }
@@ -161,8 +154,9 @@ impl BufferedProducerClient {
     /// waited for if no other partition takes the event: enqueuers on different cores that
     /// happen to pick the same partition would otherwise queue up behind one another and then
     /// keep moving through the partitions in step, colliding on every event.
-    fn place_automatic(&self, set: &PartitionSet, mut command: Command, size: usize) -> Placed {
+    fn place_automatic(&self, set: &PartitionSet, mut command: Parcel, size: usize) -> Placed {
         let count = set.partitions.len();
+        let guarded = self.core.options.pause_partition_on_failure;
         if count > 0 {
             let first = self.core.round_robin.order(count).next().unwrap_or(0);
             for want_failing in [false, true] {
@@ -175,7 +169,7 @@ impl BufferedProducerClient {
                         let partition = &set.partitions[i];
                         if partition.shared.failing.load(Ordering::Relaxed) != want_failing
                             || !partition.shared.inbox.may_have_room()
-                            || partition.shared.is_paused()
+                            || (guarded && partition.shared.is_paused())
                         {
                             continue;
                         }
@@ -207,10 +201,10 @@ impl BufferedProducerClient {
     fn try_push(
         &self,
         partition: &PartitionHandle,
-        command: Command,
+        command: Parcel,
         size: usize,
         wait_for_lock: bool,
-    ) -> Result<Placed, (Command, Short)> {
+    ) -> Result<Placed, (Parcel, Short)> {
         let needs = Needs {
             slot: true,
             bytes: self.core.budget.permits_for(size),
@@ -228,10 +222,12 @@ impl BufferedProducerClient {
     /// Step 3: counts an event as buffered and queues it to the partition's actor, taking what
     /// it `needs` (see `Inbox::push_event`); no await, so nothing is half-enqueued. On
     /// refusal, the space the event held is given back and its command comes back.
+    // The parcel comes back by value, as in `prepare`.
+    #[allow(clippy::result_large_err)]
     pub(super) fn push(
         &self,
         partition: &PartitionHandle,
-        command: Command,
+        command: Parcel,
         needs: Needs,
     ) -> Result<(), Refused> {
         let settings = &self.core.settings;
@@ -249,10 +245,8 @@ impl BufferedProducerClient {
                 | Refused::NoSlot(command)
                 | Refused::NoBytes(command)
                 | Refused::Busy(command)) = &mut refused;
-                if let Some(queued) = command.queued_mut() {
-                    let space = queued.take_space();
-                    release(&partition.shared.inbox, &settings.budget, 0, space);
-                }
+                let space = command.queued.take_space();
+                release(&partition.shared.inbox, &settings.budget, 0, space);
                 Err(refused)
             }
         }

@@ -15,7 +15,7 @@ use super::EnqueueError;
 use crate::buffered::budget::Reservation;
 use crate::buffered::capacity::{held_size, release};
 use crate::buffered::client::BufferedProducerClient;
-use crate::buffered::command::Command;
+use crate::buffered::command::Parcel;
 use crate::buffered::options::EnqueueOptions;
 use crate::buffered::partitions::PartitionHandle;
 use crate::error::{Error, Result};
@@ -80,7 +80,7 @@ enum Lane {
 /// Items held back for a lane, in stream order, each with its size in the budget.
 struct Parked {
     target: Option<Arc<PartitionHandle>>,
-    items: VecDeque<(Command, usize)>,
+    items: VecDeque<(Parcel, usize)>,
 }
 
 type RoomFuture<'a> = BoxFuture<'a, (Lane, Result<(Arc<PartitionHandle>, Reservation)>)>;
@@ -188,7 +188,7 @@ impl<'a> Feeder<'a> {
         let (target, command) = match client.prepare(&set, options, event, None, false) {
             Ok(prepared) => prepared,
             Err((command, error)) => {
-                return Err(self.stop(EnqueueError::from_command(command, error)))
+                return Err(self.stop(EnqueueError::from_parcel(command, error)))
             }
         };
         let lane = match target {
@@ -205,7 +205,7 @@ impl<'a> Feeder<'a> {
                 Ok(())
             }
             Placed::Failed(command, error) => {
-                Err(self.stop(EnqueueError::from_command(command, error)))
+                Err(self.stop(EnqueueError::from_parcel(command, error)))
             }
             Placed::Later(command, placement, _) => {
                 let target = match placement {
@@ -223,7 +223,7 @@ impl<'a> Feeder<'a> {
         &mut self,
         lane: Lane,
         target: Option<Arc<PartitionHandle>>,
-        command: Command,
+        command: Parcel,
         size: usize,
     ) {
         let parked = self.lanes.entry(lane.clone()).or_insert_with(|| Parked {
@@ -282,10 +282,10 @@ impl<'a> Feeder<'a> {
             Ok((partition, reservation)) if partition.shared.is_paused() => {
                 release(&partition.shared.inbox, &client.core.budget, 0, reservation);
                 let error = paused_error(&partition.shared.id);
-                Err(EnqueueError::from_command(command, error))
+                Err(EnqueueError::from_parcel(command, error))
             }
             Ok((partition, reservation)) => client.push_reserved(&partition, command, reservation),
-            Err(error) => Err(EnqueueError::from_command(command, error)),
+            Err(error) => Err(EnqueueError::from_parcel(command, error)),
         };
         if let Err(refused) = pushed {
             return Err(self.stop(refused));
@@ -300,7 +300,7 @@ impl<'a> Feeder<'a> {
             match client.place_prepared(&set, target.as_ref(), command, size, false) {
                 Placed::Done => self.enqueued += 1,
                 Placed::Failed(command, error) => {
-                    return Err(self.stop(EnqueueError::from_command(command, error)))
+                    return Err(self.stop(EnqueueError::from_parcel(command, error)))
                 }
                 Placed::Later(command, _, _) => {
                     if let Some(parked) = self.lanes.get_mut(&lane) {
@@ -325,8 +325,7 @@ impl<'a> Feeder<'a> {
                 parked
                     .items
                     .into_iter()
-                    .filter_map(|(command, _)| command.into_event())
-                    .map(|(queued, _)| queued.into_parts().0),
+                    .map(|(parcel, _)| parcel.into_event()),
             );
         }
         self.parked = 0;

@@ -13,7 +13,7 @@ use super::EnqueueError;
 use crate::buffered::budget::Reservation;
 use crate::buffered::capacity::{acquire, acquire_for_handler, held_size, try_acquire};
 use crate::buffered::client::BufferedProducerClient;
-use crate::buffered::command::Command;
+use crate::buffered::command::Parcel;
 use crate::buffered::inbox::Needs;
 use crate::buffered::options::EnqueueOptions;
 use crate::buffered::partitions::{PartitionHandle, PartitionSet};
@@ -49,10 +49,10 @@ impl BufferedProducerClient {
         }
         let (command, placement) = match self.place_now(&set, &options, event, None, size, false) {
             Placed::Done => return Ok(()),
-            Placed::Failed(command, e) => return Err(EnqueueError::from_command(command, e)),
+            Placed::Failed(command, e) => return Err(EnqueueError::from_parcel(command, e)),
             // (Busy does not come back from place_now: it waits for locks when it must.)
             Placed::Later(command, _, Short::Slots | Short::Busy) => {
-                return Err(EnqueueError::from_command(command, buffer_full()))
+                return Err(EnqueueError::from_parcel(command, buffer_full()))
             }
             Placed::Later(command, placement, Short::Bytes) => (command, placement),
         };
@@ -67,7 +67,7 @@ impl BufferedProducerClient {
             Placement::WaitAny => self.try_reserve_automatic(&set, size),
         };
         let Some((partition, reservation)) = found else {
-            return Err(EnqueueError::from_command(command, buffer_full()));
+            return Err(EnqueueError::from_parcel(command, buffer_full()));
         };
         self.push_reserved(&partition, command, reservation)
     }
@@ -191,19 +191,17 @@ impl BufferedProducerClient {
     pub(super) fn push_reserved(
         &self,
         partition: &PartitionHandle,
-        mut command: Command,
+        mut command: Parcel,
         reservation: Reservation,
     ) -> std::result::Result<(), EnqueueError> {
-        if let Some(queued) = command.queued_mut() {
-            queued.hold(reservation);
-        }
+        command.queued.hold(reservation);
         let needs = Needs {
             slot: false,
             bytes: 0,
             wait_for_lock: true,
         };
         self.push(partition, command, needs).map_err(|refused| {
-            EnqueueError::from_command(refused.into_command(), Self::closed_error())
+            EnqueueError::from_parcel(refused.into_parcel(), Self::closed_error())
         })
     }
 }
