@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -23,8 +22,6 @@ use eventhubs_buffered::{
     ProducerClient, ProducerClientOptions, RetryOptions, SendEventOptions,
 };
 use eventhubs_emulator::{Emulator, FaultCondition, FaultScope};
-use tracing::field::{Field, Visit};
-use tracing::span;
 
 const KEY_NAME: &str = "send-policy";
 /// The namespace key of the session's emulators: it must never show.
@@ -39,100 +36,13 @@ fn captured() -> &'static Arc<Mutex<String>> {
     static CAPTURED: OnceLock<Arc<Mutex<String>>> = OnceLock::new();
     CAPTURED.get_or_init(|| {
         let out = Arc::new(Mutex::new(String::new()));
-        tracing::subscriber::set_global_default(Capture {
-            out: out.clone(),
-            next_id: std::sync::atomic::AtomicU64::new(1),
-        })
-        .expect("no other subscriber in this test binary");
+        tracing::subscriber::set_global_default(Capture::new(out.clone()))
+            .expect("no other subscriber in this test binary");
         log::set_boxed_logger(Box::new(LogCapture { out: out.clone() }))
             .expect("no other logger in this test binary");
         log::set_max_level(log::LevelFilter::Trace);
         out
     })
-}
-
-struct Capture {
-    out: Arc<Mutex<String>>,
-    next_id: std::sync::atomic::AtomicU64,
-}
-
-struct Fields<'a>(&'a mut String);
-
-impl Visit for Fields<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        let _ = write!(self.0, " {}={:?}", field.name(), value);
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        let _ = write!(self.0, " {}={}", field.name(), value);
-    }
-}
-
-impl tracing::Subscriber for Capture {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
-        Some(tracing::level_filters::LevelFilter::TRACE)
-    }
-
-    fn new_span(&self, attributes: &span::Attributes<'_>) -> span::Id {
-        let mut line = format!(
-            "SPAN {} {}",
-            attributes.metadata().target(),
-            attributes.metadata().name()
-        );
-        attributes.record(&mut Fields(&mut line));
-        line.push('\n');
-        self.out.lock().unwrap().push_str(&line);
-        span::Id::from_u64(
-            self.next_id
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        )
-    }
-
-    fn record(&self, _: &span::Id, values: &span::Record<'_>) {
-        let mut line = "SPAN-RECORD".to_string();
-        values.record(&mut Fields(&mut line));
-        line.push('\n');
-        self.out.lock().unwrap().push_str(&line);
-    }
-
-    fn record_follows_from(&self, _: &span::Id, _: &span::Id) {}
-
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut line = format!("{} {}", event.metadata().level(), event.metadata().target());
-        event.record(&mut Fields(&mut line));
-        line.push('\n');
-        self.out.lock().unwrap().push_str(&line);
-    }
-
-    fn enter(&self, _: &span::Id) {}
-
-    fn exit(&self, _: &span::Id) {}
-}
-
-struct LogCapture {
-    out: Arc<Mutex<String>>,
-}
-
-impl log::Log for LogCapture {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        let line = format!(
-            "LOG {} {} {}\n",
-            record.level(),
-            record.target(),
-            record.args()
-        );
-        self.out.lock().unwrap().push_str(&line);
-    }
-
-    fn flush(&self) {}
 }
 
 /// Panics if `text` shows a key or any part of a SAS token.

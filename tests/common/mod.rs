@@ -14,9 +14,11 @@ use eventhubs_buffered::{
 };
 use eventhubs_emulator::{Emulator, Faults};
 
+mod capture;
 mod proxy;
 mod recorder;
 
+pub use self::capture::{Capture, LogCapture};
 pub use self::proxy::Proxy;
 pub use self::recorder::{body_text, Call, Failure, Recorder};
 
