@@ -151,14 +151,14 @@ async fn measure_stall(bound_mib: usize, stall: Duration) -> Result<String, BoxE
         tokio::spawn(async {
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                let rss = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
-                    s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_string)
-                });
-                eprintln!(
-                    "live {} MiB, {:?}",
-                    LIVE.load(Ordering::Relaxed) / MIB,
-                    rss
-                );
+                let rss = std::fs::read_to_string("/proc/self/status")
+                    .ok()
+                    .and_then(|s| {
+                        s.lines()
+                            .find(|l| l.starts_with("VmRSS:"))
+                            .map(str::to_string)
+                    });
+                eprintln!("live {} MiB, {:?}", LIVE.load(Ordering::Relaxed) / MIB, rss);
             }
         });
     }
@@ -236,7 +236,11 @@ fn main() -> Result<(), BoxError> {
             (Some("load"), Some(partitions), Some(events)) => {
                 runtime.block_on(measure_load(partitions.parse()?, events.parse()?))?
             }
-            _ => return Err("usage: --measure stall BOUND_MIB SECONDS | load PARTITIONS EVENTS".into()),
+            _ => {
+                return Err(
+                    "usage: --measure stall BOUND_MIB SECONDS | load PARTITIONS EVENTS".into(),
+                )
+            }
         };
         println!("{line}");
         return Ok(());
@@ -246,15 +250,25 @@ fn main() -> Result<(), BoxError> {
         [flag, value] if flag == "--stall-seconds" => value.parse()?,
         _ => return Err("usage: [--stall-seconds S]".into()),
     };
-    println!("stall of {stall_seconds} s, then 10 s of recovery; 8 tasks, 1 KiB events, 4 partitions");
+    println!(
+        "stall of {stall_seconds} s, then 10 s of recovery; 8 tasks, 1 KiB events, 4 partitions"
+    );
     println!(
         "{:>10} {:>14} {:>16} {:>15} {:>26} {:>8}",
-        "bound MiB", "peak RSS MiB", "above bound MiB", "peak heap MiB", "delivered after recovery", "failed"
+        "bound MiB",
+        "peak RSS MiB",
+        "above bound MiB",
+        "peak heap MiB",
+        "delivered after recovery",
+        "failed"
     );
     for bound in [64, 256] {
         let line = in_own_process(&["stall".into(), bound.to_string(), stall_seconds.to_string()])?;
         let fields: Vec<&str> = line.split_whitespace().collect();
-        let peak: f64 = fields.get(1).and_then(|p| p.parse().ok()).unwrap_or(f64::NAN);
+        let peak: f64 = fields
+            .get(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(f64::NAN);
         println!(
             "{:>10} {:>14.0} {:>16.0} {:>15} {:>26} {:>8}",
             bound,
@@ -267,7 +281,10 @@ fn main() -> Result<(), BoxError> {
     }
     println!();
     println!("full load, default options (256 MiB bound), 8 tasks, 300,000 events of 1 KiB");
-    println!("{:>10} {:>12} {:>14}", "partitions", "events/s", "peak RSS MiB");
+    println!(
+        "{:>10} {:>12} {:>14}",
+        "partitions", "events/s", "peak RSS MiB"
+    );
     for partitions in [32, 100] {
         let line = in_own_process(&["load".into(), partitions.to_string(), "300000".into()])?;
         let fields: Vec<&str> = line.split_whitespace().collect();

@@ -138,7 +138,10 @@ fn on_a_current_thread_runtime_what_its_end_cuts_off_is_counted_in_the_log() {
     // as in flight (their acknowledgement never came back).
     let stored: std::collections::HashSet<String> = stored_all(&emulator).into_iter().collect();
     for body in recorder.succeeded() {
-        assert!(stored.contains(&body), "{body} reported published but not stored");
+        assert!(
+            stored.contains(&body),
+            "{body} reported published but not stored"
+        );
     }
     let reported: std::collections::HashSet<String> =
         recorder.outcomes().into_iter().map(|o| o.0).collect();

@@ -191,7 +191,10 @@ async fn close_abandoning_over_a_black_holed_connection_is_prompt() {
     let maybe_published = recorder.maybe_published();
     for (body, kind) in &failed {
         assert_eq!(*kind, ErrorKind::Abandoned, "{body}");
-        assert!(maybe_published.contains(body), "{body} was cut off in flight");
+        assert!(
+            maybe_published.contains(body),
+            "{body} was cut off in flight"
+        );
     }
 }
 

@@ -100,4 +100,3 @@ impl log::Log for LogCapture {
 
     fn flush(&self) {}
 }
-
