@@ -18,7 +18,8 @@
 //!
 //! "Peak heap" is what the program held on the heap at its peak (counted by a wrapper around
 //! the system allocator): what `max_buffered_bytes` bounds. Resident memory adds what the
-//! allocator keeps after frees. `MEMORY_TRACE=1` prints the live heap and resident memory
+//! allocator keeps after frees; the 256 MiB stall runs a second time with glibc limited to
+//! one arena (`MALLOC_ARENA_MAX=1`) to show how much of that is the allocator's. `MEMORY_TRACE=1` prints the live heap and resident memory
 //! every half second of a stall measurement.
 
 #[path = "support/child_emulator.rs"]
@@ -210,10 +211,12 @@ async fn measure_load(partitions: usize, events: u64) -> Result<String, BoxError
 }
 
 /// Runs one measurement in a new process of this binary and returns what it printed.
-fn in_own_process(args: &[String]) -> Result<String, BoxError> {
+/// `env` adds variables to its environment.
+fn in_own_process(args: &[String], env: &[(&str, &str)]) -> Result<String, BoxError> {
     let output = std::process::Command::new(std::env::current_exe()?)
         .arg(MEASURE)
         .args(args)
+        .envs(env.iter().copied())
         .output()?;
     if !output.status.success() {
         return Err(String::from_utf8_lossy(&output.stderr).into_owned().into());
@@ -254,24 +257,35 @@ fn main() -> Result<(), BoxError> {
         "stall of {stall_seconds} s, then 10 s of recovery; 8 tasks, 1 KiB events, 4 partitions"
     );
     println!(
-        "{:>10} {:>14} {:>16} {:>15} {:>26} {:>8}",
+        "{:>10} {:>18} {:>14} {:>16} {:>15} {:>26} {:>8}",
         "bound MiB",
+        "glibc arenas",
         "peak RSS MiB",
         "above bound MiB",
         "peak heap MiB",
         "delivered after recovery",
         "failed"
     );
-    for bound in [64, 256] {
-        let line = in_own_process(&["stall".into(), bound.to_string(), stall_seconds.to_string()])?;
+    // glibc keeps one arena per thread by default; a single arena shows how much of the
+    // resident memory above the heap is the allocator's, not the producer's.
+    for (bound, arenas) in [(64, None), (256, None), (256, Some("1"))] {
+        let env: Vec<(&str, &str)> = arenas
+            .map(|n| ("MALLOC_ARENA_MAX", n))
+            .into_iter()
+            .collect();
+        let line = in_own_process(
+            &["stall".into(), bound.to_string(), stall_seconds.to_string()],
+            &env,
+        )?;
         let fields: Vec<&str> = line.split_whitespace().collect();
         let peak: f64 = fields
             .get(1)
             .and_then(|p| p.parse().ok())
             .unwrap_or(f64::NAN);
         println!(
-            "{:>10} {:>14.0} {:>16.0} {:>15} {:>26} {:>8}",
+            "{:>10} {:>18} {:>14.0} {:>16.0} {:>15} {:>26} {:>8}",
             bound,
+            arenas.map_or("default (per thread)", |_| "MALLOC_ARENA_MAX=1"),
             peak,
             peak - bound as f64,
             fields.get(4).unwrap_or(&"?"),
@@ -286,7 +300,10 @@ fn main() -> Result<(), BoxError> {
         "partitions", "events/s", "peak RSS MiB"
     );
     for partitions in [32, 100] {
-        let line = in_own_process(&["load".into(), partitions.to_string(), "300000".into()])?;
+        let line = in_own_process(
+            &["load".into(), partitions.to_string(), "300000".into()],
+            &[],
+        )?;
         let fields: Vec<&str> = line.split_whitespace().collect();
         println!(
             "{:>10} {:>12} {:>14}",
