@@ -210,6 +210,10 @@ async fn a_rejected_token_is_unauthorized_without_retries() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
+    // The emulator refuses the token as the service does; the client maps the service's
+    // condition to Unauthorized and keeps it.
+    assert_eq!(err.condition(), Some("com.microsoft:auth-failed"), "{err}");
+    assert!(err.to_string().contains("InvalidSignature"), "{err}");
     assert!(!err.to_string().contains("not-the-key"));
     // A retry would have waited 30 s first.
     assert!(started.elapsed() < Duration::from_secs(20));
@@ -317,6 +321,35 @@ async fn a_dropped_connection_is_reopened_by_the_next_send() {
         .await
         .expect("after a forced close");
     assert_eq!(emulator.event_count("hub", "3").expect("count"), 3);
+    producer.close().await;
+}
+
+#[tokio::test]
+async fn sending_goes_on_after_an_idle_period_longer_than_the_services_idle_timeout() {
+    // The service drops a connection that stays silent past the idle timeout it announces; the
+    // emulator does too. fe2o3 sends empty frames at the announced period, which races the
+    // drop: the second send must work whether the connection was kept or has to be reopened.
+    let idle = Duration::from_millis(300);
+    let emulator = Emulator::builder()
+        .hub("hub", 4)
+        .idle_timeout(idle)
+        .start()
+        .await
+        .expect("emulator");
+    let producer = client(&emulator, fast_retries());
+    let one = SendEventOptions::default().with_partition_id("1");
+    producer
+        .send_events(vec![EventData::from("before")], one.clone())
+        .await
+        .expect("first");
+    // Three idle timeouts without a send (a real wait: the idle timer is the emulator's, on
+    // the other end of a TCP connection).
+    tokio::time::sleep(idle * 3).await;
+    producer
+        .send_events(vec![EventData::from("after")], one)
+        .await
+        .expect("after the idle period");
+    assert_eq!(emulator.event_count("hub", "1").expect("count"), 2);
     producer.close().await;
 }
 

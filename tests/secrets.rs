@@ -195,7 +195,7 @@ async fn a_full_session_logs_no_key_and_no_token() {
     for expected in [
         "connection opened",
         "token renewal failed",
-        "amqp:unauthorized-access",
+        "com.microsoft:auth-failed",
         "retry",
         "send_batch",
         "the application logs the error",

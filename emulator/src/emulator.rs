@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::entities::namespace::{
-    ConnectionOrder, Counters, DetachOrder, Hub, Namespace, Settings,
+    ConnectionOrder, Counters, DetachOrder, Hub, Namespace, Settings, SERVICE_IDLE_TIMEOUT,
 };
 use crate::entities::store::ReceivedEvent;
 use crate::error::EmulatorError;
@@ -32,7 +32,7 @@ const MAX_PARTITIONS: usize = 2048;
 ///
 /// Defaults: one hub `hub` with 4 partitions (when no hub is added), an ephemeral port on
 /// 127.0.0.1, plain TCP, max-message-size 1 MiB, key `RootManageSharedAccessKey`, authorization
-/// required, JWT tokens accepted unverified, consumer group `$Default`.
+/// required, JWT tokens accepted unverified, consumer group `$Default`, idle timeout 120 s.
 #[derive(Debug, Clone)]
 pub struct EmulatorBuilder {
     hubs: Vec<(String, usize)>,
@@ -45,6 +45,7 @@ pub struct EmulatorBuilder {
     accept_jwt: bool,
     consumer_groups: Vec<String>,
     retention: Option<usize>,
+    idle_timeout: Duration,
 }
 
 impl Default for EmulatorBuilder {
@@ -63,6 +64,7 @@ impl Default for EmulatorBuilder {
             accept_jwt: true,
             consumer_groups: vec!["$Default".to_string()],
             retention: None,
+            idle_timeout: SERVICE_IDLE_TIMEOUT,
         }
     }
 }
@@ -134,6 +136,16 @@ impl EmulatorBuilder {
         self
     }
 
+    /// The idle timeout announced in the open (default 120 s, as the service announces): a
+    /// connection on which the client sends nothing, not even an empty frame, for that long is
+    /// dropped. A shorter value lets a test exercise a client's idle and reconnect paths
+    /// quickly; zero announces none and keeps silent connections forever. Whole milliseconds,
+    /// at most `u32::MAX` ms.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
     fn validate(&self) -> Result<(), EmulatorError> {
         if !self.address.is_loopback() {
             return Err(EmulatorError::InvalidConfig(format!(
@@ -157,6 +169,13 @@ impl EmulatorBuilder {
                     "hub '{name}' needs 1 to {MAX_PARTITIONS} partitions, not {partitions}"
                 )));
             }
+        }
+        if self.idle_timeout.as_millis() > u128::from(u32::MAX) {
+            return Err(EmulatorError::InvalidConfig(format!(
+                "the idle timeout must be at most {} ms, not {} ms",
+                u32::MAX,
+                self.idle_timeout.as_millis()
+            )));
         }
         if self.retention == Some(0) {
             return Err(EmulatorError::InvalidConfig(
@@ -197,6 +216,7 @@ impl EmulatorBuilder {
             accept_jwt: self.accept_jwt,
             consumer_groups: self.consumer_groups.clone(),
             retention: self.retention,
+            idle_timeout: self.idle_timeout,
         };
         let ns = Arc::new(Namespace::new(settings, hubs, self.max_message_size));
         let (shutdown, shutdown_rx) = watch::channel(false);

@@ -59,6 +59,7 @@ impl Harness {
     pub fn new() -> Self {
         let settings = Settings {
             retention: None,
+            idle_timeout: crate::entities::namespace::SERVICE_IDLE_TIMEOUT,
             keys: vec![SasKey {
                 name: DEFAULT_KEY_NAME.to_string(),
                 key: DEFAULT_KEY.to_string(),

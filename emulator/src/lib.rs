@@ -4,7 +4,7 @@
 //! benchmarks that cannot reach Azure. It runs in-process (like a mock cluster) or as a binary,
 //! and Microsoft's own clients work against it.
 //!
-//! What it serves: SASL (MSSBCBS, ANONYMOUS, PLAIN), `$cbs` put-token with SAS validation,
+//! What it serves: SASL (MSSBCBS, PLAIN, ANONYMOUS, EXTERNAL), `$cbs` put-token with SAS validation,
 //! `$management` READ of hub and partition properties, producer links to a hub or a partition
 //! (plain and batched messages, partition-key routing with the service's hash, idempotent
 //! producers), consumer links with start-position filters and epochs, optional TLS, and fault

@@ -9,6 +9,7 @@ const USAGE: &str = "\
 usage: eventhubs-emulator [--port N] [--hub NAME:PARTITIONS]... [--max-message-size BYTES]
                           [--tls] [--key-name NAME] [--key KEY] [--no-auth] [--reject-jwt]
                           [--consumer-group NAME]... [--max-events-per-partition N]
+                          [--idle-timeout-ms N]
 
   --port N                 TCP port on 127.0.0.1 (default 5672; 0 picks a free one)
   --hub NAME:PARTITIONS    an event hub (repeatable; default hub:4)
@@ -20,7 +21,9 @@ usage: eventhubs-emulator [--port N] [--hub NAME:PARTITIONS]... [--max-message-s
   --consumer-group NAME    a consumer group besides $Default (repeatable)
   --max-events-per-partition N
                            keep about N events per partition, dropping the oldest
-                           (default: keep every event)";
+                           (default: keep every event)
+  --idle-timeout-ms N      idle timeout announced to clients; a connection silent for longer
+                           is dropped (default 120000, as the service; 0: never)";
 
 /// Parses the command line into a builder; the error names the flag that was wrong.
 fn parse_args(args: &[String]) -> Result<EmulatorBuilder, String> {
@@ -76,6 +79,13 @@ fn parse_args(args: &[String]) -> Result<EmulatorBuilder, String> {
                 builder.max_events_per_partition(v.parse().map_err(|_| {
                     format!("--max-events-per-partition: '{v}' is not an event count")
                 })?)
+            }
+            "--idle-timeout-ms" => {
+                let v = value("--idle-timeout-ms")?;
+                let ms: u32 = v.parse().map_err(|_| {
+                    format!("--idle-timeout-ms: '{v}' is not a number of milliseconds")
+                })?;
+                builder.idle_timeout(std::time::Duration::from_millis(u64::from(ms)))
             }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown flag '{other}'")),

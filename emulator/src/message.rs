@@ -65,20 +65,23 @@ pub(crate) fn body_text(body: &Body<Value>) -> Option<String> {
     }
 }
 
-/// A reply to a `$cbs` or `$management` request.
+/// A reply to a `$cbs` or `$management` request. The service leaves `status-description` out
+/// of a successful `$management` answer, hence the option.
 pub(crate) fn reply(
     request: &Message<Body<Value>>,
     status_code: i32,
-    description: &str,
+    description: Option<&str>,
     error_condition: Option<&str>,
     body: Body<Value>,
 ) -> Message<Body<Value>> {
-    let mut props = ApplicationProperties::builder()
-        .insert("status-code", SimpleValue::Int(status_code))
-        .insert(
+    let mut props =
+        ApplicationProperties::builder().insert("status-code", SimpleValue::Int(status_code));
+    if let Some(description) = description {
+        props = props.insert(
             "status-description",
             SimpleValue::String(description.to_string()),
         );
+    }
     if let Some(condition) = error_condition {
         props = props.insert(
             "error-condition",

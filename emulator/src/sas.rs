@@ -64,7 +64,10 @@ pub enum SasError {
     BadSignature,
     /// `se` is not after the current time.
     #[error("SAS token has expired")]
-    Expired,
+    Expired {
+        /// The token's `se`: when it expired, in seconds since the Unix epoch.
+        expires_at_unix: u64,
+    },
 }
 
 /// The four token fields, still exactly as they appear in the token.
@@ -104,7 +107,7 @@ pub fn validate_sas_token(
         .verify_slice(&signature)
         .map_err(|_| SasError::BadSignature)?;
     if expires_at_unix <= now_unix {
-        return Err(SasError::Expired);
+        return Err(SasError::Expired { expires_at_unix });
     }
     Ok(ValidatedSas {
         resource,
@@ -357,7 +360,9 @@ mod tests {
     fn published_token_expires_at_se() {
         assert_eq!(
             validate_sas_token(VECTOR_TOKEN, &root_key(), 1_700_000_000),
-            Err(SasError::Expired)
+            Err(SasError::Expired {
+                expires_at_unix: 1_700_000_000
+            })
         );
     }
 

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 use std::time::SystemTime;
 
 use tokio::sync::{broadcast, mpsc, watch};
@@ -22,7 +23,13 @@ pub(crate) struct Settings {
     pub consumer_groups: Vec<String>,
     /// Most events kept per partition; None keeps every event.
     pub retention: Option<usize>,
+    /// The idle timeout announced in the open; a connection silent for longer is dropped.
+    /// Zero announces none and never drops.
+    pub idle_timeout: Duration,
 }
+
+/// The idle timeout the service announces in its open (120 s).
+pub const SERVICE_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One event hub.
 #[derive(Debug)]
@@ -156,6 +163,8 @@ pub(crate) struct Namespace {
     connections: Mutex<HashMap<u64, mpsc::UnboundedSender<ConnectionOrder>>>,
     consumers: Mutex<HashMap<(String, String, String), Vec<ConsumerEntry>>>,
     next_id: AtomicU64,
+    /// Tells this emulator's tracking ids from another's (the start time, in nanoseconds).
+    instance: u64,
     detach_orders: broadcast::Sender<DetachOrder>,
 }
 
@@ -190,6 +199,10 @@ impl Namespace {
             connections: Mutex::new(HashMap::new()),
             consumers: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            instance: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or_default(),
             detach_orders,
         }
     }
@@ -202,6 +215,12 @@ impl Namespace {
 
     pub(crate) fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A new `com.microsoft:tracking-id`, shaped as the service's: 32 upper-case hex digits
+    /// and the gateway suffix (`_G0`).
+    pub(crate) fn tracking_id(&self) -> String {
+        format!("{:016X}{:016X}_G0", self.instance, self.next_id())
     }
 
     pub(crate) fn register_connection(&self, id: u64) -> mpsc::UnboundedReceiver<ConnectionOrder> {
@@ -298,6 +317,7 @@ mod tests {
             accept_jwt: true,
             consumer_groups: vec!["$Default".into()],
             retention: None,
+            idle_timeout: crate::entities::namespace::SERVICE_IDLE_TIMEOUT,
         };
         Namespace::new(settings, vec![("Hub".into(), 2)], 1024)
     }

@@ -10,7 +10,7 @@ use fe2o3_amqp::types::messaging::{
     Annotations, Body, DeliveryAnnotations, Message, MessageAnnotations,
 };
 use fe2o3_amqp::types::performatives::Attach;
-use fe2o3_amqp::types::primitives::{OrderedMap, Symbol, Timestamp, Value};
+use fe2o3_amqp::types::primitives::{Symbol, Timestamp, Value};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -65,7 +65,7 @@ pub(crate) async fn accept(
     // The start is fixed before the attach is answered: `@latest` means events sent after the
     // client sees its link attached, not after the link task first runs.
     let cursor = start_index(&partition, &start);
-    let mut acceptor = LinkAcceptor::builder().properties(OrderedMap::new());
+    let mut acceptor = LinkAcceptor::builder().properties(ctx.answer_properties());
     if metric {
         acceptor = acceptor.add_offered_capabilities(Symbol::from(RUNTIME_METRIC));
     }

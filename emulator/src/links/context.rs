@@ -6,7 +6,7 @@ use std::sync::Arc;
 use fe2o3_amqp::types::definitions::{Error as AmqpError, ErrorCondition, Role};
 use fe2o3_amqp::types::messaging::TargetArchetype;
 use fe2o3_amqp::types::performatives::Attach;
-use fe2o3_amqp::types::primitives::Symbol;
+use fe2o3_amqp::types::primitives::{OrderedMap, Symbol, Value};
 use tokio::time::Instant;
 
 use crate::connection::ConnectionState;
@@ -18,6 +18,22 @@ use crate::faults::FaultCondition;
 pub(crate) struct LinkContext {
     pub ns: Arc<Namespace>,
     pub conn: Arc<ConnectionState>,
+}
+
+/// The attach-answer property the service uses to name a link in its logs.
+pub(crate) const TRACKING_ID: &str = "com.microsoft:tracking-id";
+
+impl LinkContext {
+    /// The properties of an attach answer for an entity link: a fresh tracking id, as the
+    /// service sends (fe2o3 adds the client's own properties, e.g. `com.microsoft:timeout`).
+    pub(crate) fn answer_properties(&self) -> OrderedMap<Symbol, Value> {
+        let mut properties = OrderedMap::new();
+        properties.insert(
+            Symbol::from(TRACKING_ID),
+            Value::String(self.ns.tracking_id()),
+        );
+        properties
+    }
 }
 
 /// A link the emulator refuses: the condition and a description for the client.

@@ -87,10 +87,10 @@ pub(crate) async fn accept(
     if let Some(grant) = &grant {
         acceptor = acceptor
             .add_offered_capabilities(Symbol::from(idempotence::CAPABILITY))
-            .properties(grant_properties(grant));
+            .properties(grant_properties(grant, ctx.answer_properties()));
     } else {
         // Microsoft's Python client reads the attach's fields by position: keep them all present.
-        acceptor = acceptor.properties(OrderedMap::new());
+        acceptor = acceptor.properties(ctx.answer_properties());
     }
     let receiver = match acceptor
         .build()
@@ -164,8 +164,10 @@ pub(crate) fn idempotent_grant(
         })
 }
 
-fn grant_properties(grant: &ProducerGrant) -> OrderedMap<Symbol, Value> {
-    let mut props = OrderedMap::new();
+fn grant_properties(
+    grant: &ProducerGrant,
+    mut props: OrderedMap<Symbol, Value>,
+) -> OrderedMap<Symbol, Value> {
     props.insert(
         Symbol::from(idempotence::PRODUCER_ID),
         Value::Long(grant.producer_id),

@@ -15,8 +15,19 @@ use crate::services::{cbs, management};
 
 pub(super) type AttachResult = Result<(), (Attach, LinkRefusal)>;
 
+/// `$cbs` and `$management` links announce no size limit (max-message-size 2^64-1), as the
+/// service does, and no properties.
+type DefaultAcceptor = LinkAcceptor<
+    fn(fe2o3_amqp::types::messaging::Source) -> Option<fe2o3_amqp::types::messaging::Source>,
+    fn(fe2o3_amqp::types::messaging::Target) -> Option<fe2o3_amqp::types::messaging::Target>,
+>;
+
+fn request_link_acceptor() -> DefaultAcceptor {
+    LinkAcceptor::builder().max_message_size(u64::MAX).build()
+}
+
 async fn accept_receiver(session: &mut ListenerSessionHandle, attach: Attach) -> Option<Receiver> {
-    match LinkAcceptor::new()
+    match request_link_acceptor()
         .accept_incoming_attach(attach, session)
         .await
     {
@@ -79,7 +90,7 @@ pub(super) async fn accept_reply_link(
     // queue in the channel until the link is up; a route whose link failed is dropped on use.
     let (tx, rx) = mpsc::unbounded_channel();
     ctx.conn.add_reply_route(&names, tx);
-    let sender = match LinkAcceptor::new()
+    let sender = match request_link_acceptor()
         .accept_incoming_attach(attach, session)
         .await
     {

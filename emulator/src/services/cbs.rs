@@ -10,7 +10,7 @@ use super::refusal::{now_unix, Refusal, NOT_FOUND};
 use crate::connection::{entity_path, ConnectionState, Reply};
 use crate::entities::namespace::Namespace;
 use crate::message::{body_text, reply, text_property};
-use crate::sas::{resource_covers, validate_sas_token};
+use crate::sas::{resource_covers, validate_sas_token, SasError};
 
 const SAS_TOKEN_TYPE: &str = "servicebus.windows.net:sastoken";
 const JWT_TOKEN_TYPE: &str = "jwt";
@@ -40,12 +40,12 @@ pub(crate) fn handle(
     match authorize(ns, request) {
         Ok((audience, expires_at)) => {
             conn.grant(&audience, expires_at);
-            reply(request, 202, "Accepted", None, Body::Empty)
+            reply(request, 202, Some("Accepted"), None, Body::Empty)
         }
         Err(refusal) => reply(
             request,
             refusal.status,
-            &refusal.description,
+            Some(&refusal.description),
             Some(refusal.condition),
             Body::Empty,
         ),
@@ -59,26 +59,25 @@ fn authorize(ns: &Namespace, request: &Message<Body<Value>>) -> Result<(String, 
             "unsupported $cbs operation '{operation}'"
         )));
     }
-    let audience = text_property(request, "name")
-        .ok_or_else(|| Refusal::bad_request("put-token without a 'name' (audience)"))?;
-    let token_type = text_property(request, "type")
-        .ok_or_else(|| Refusal::bad_request("put-token without a 'type'"))?;
+    let audience = text_property(request, "name").ok_or_else(|| bad_property("name"))?;
+    let token_type = text_property(request, "type").ok_or_else(|| bad_property("type"))?;
     let token = body_text(&request.body)
         .ok_or_else(|| Refusal::bad_request("put-token without a token in its body"))?;
     if ns.faults.tokens_rejected() {
-        return Err(Refusal::unauthorized("token rejected (fault injection)"));
+        return Err(Refusal::auth_failed(format!(
+            "{INVALID_SIGNATURE} (fault injection)"
+        )));
     }
     check_audience(ns, &audience)?;
-    let expires_at = match token_type.as_str() {
-        SAS_TOKEN_TYPE => check_sas(ns, &token, &audience)?,
-        JWT_TOKEN_TYPE if ns.settings.accept_jwt => jwt_expiry(request)?,
-        JWT_TOKEN_TYPE => return Err(Refusal::unauthorized("JWT tokens are not accepted here")),
-        other => {
-            return Err(Refusal::unauthorized(format!(
-                "unknown token type '{other}'"
-            )))
-        }
-    };
+    let expires_at =
+        match token_type.as_str() {
+            SAS_TOKEN_TYPE => check_sas(ns, &token, &audience)?,
+            JWT_TOKEN_TYPE if ns.settings.accept_jwt => jwt_expiry(request)?,
+            JWT_TOKEN_TYPE => return Err(Refusal::auth_failed(
+                "InvalidIssuer: JWT tokens are not accepted by this emulator (accept_jwt is off).",
+            )),
+            _ => return Err(bad_property("type")),
+        };
     Ok((audience, expires_at))
 }
 
@@ -96,13 +95,50 @@ fn check_audience(ns: &Namespace, audience: &str) -> Result<(), Refusal> {
     })
 }
 
+/// The service's answer to a put-token whose `property` is absent or not understood (400).
+fn bad_property(property: &str) -> Refusal {
+    Refusal::bad_request(format!(
+        "Property '{property}' in the 'application-properties' section is either missing, has \
+         the wrong type, or has an unexpected value."
+    ))
+}
+
+const INVALID_SIGNATURE: &str = "InvalidSignature: The token has an invalid signature.";
+
+/// The `status-description` the service gives for a refused SAS token. The texts of an
+/// invalid signature, an expired token and an unknown key name are the service's; the service
+/// has no text of its own for a token it cannot parse that we know of.
+fn sas_refusal(error: &SasError) -> String {
+    match error {
+        SasError::BadSignature => INVALID_SIGNATURE.to_string(),
+        SasError::UnknownKeyName => "InvalidIssuer: Token issuer is invalid.".to_string(),
+        SasError::Expired { expires_at_unix } => format!(
+            "ExpiredToken: The token is expired. Expiration time: '{}'",
+            utc_text(*expires_at_unix)
+        ),
+        SasError::Malformed(what) => format!("MalformedToken: {what}."),
+    }
+}
+
+/// `2021-02-01 06:19:27Z`, the service's way of writing an expiry.
+fn utc_text(unix_seconds: u64) -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
+    i64::try_from(unix_seconds)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| format!("{unix_seconds} seconds after 1970-01-01"))
+}
+
 /// Validates a SAS token for `audience`; returns when it expires.
 pub(crate) fn check_sas(ns: &Namespace, token: &str, audience: &str) -> Result<Instant, Refusal> {
     let sas = validate_sas_token(token, &ns.settings.keys, now_unix())
-        .map_err(|e| Refusal::unauthorized(format!("invalid shared access signature: {e}")))?;
+        .map_err(|e| Refusal::auth_failed(sas_refusal(&e)))?;
     if !resource_covers(&sas.resource, audience) {
-        return Err(Refusal::unauthorized(format!(
-            "the token's resource does not cover the audience '{audience}'"
+        return Err(Refusal::auth_failed(format!(
+            "InvalidAudience: The token's audience '{}' does not cover '{audience}'.",
+            sas.resource
         )));
     }
     Ok(instant_of_unix(sas.expires_at_unix))
@@ -120,9 +156,10 @@ fn jwt_expiry(request: &Message<Body<Value>>) -> Result<Instant, Refusal> {
             _ => None,
         });
     match expiration {
-        Some(ms) if ms.max(0) / 1000 <= now_unix() as i64 => {
-            Err(Refusal::unauthorized("the token's expiration has passed"))
-        }
+        Some(ms) if ms.max(0) / 1000 <= now_unix() as i64 => Err(Refusal::auth_failed(format!(
+            "ExpiredToken: The token is expired. Expiration time: '{}'",
+            utc_text((ms.max(0) / 1000) as u64)
+        ))),
         Some(ms) => Ok(instant_of_unix((ms.max(0) / 1000) as u64)),
         None => Ok(Instant::now() + DEFAULT_JWT_LIFETIME),
     }
@@ -150,6 +187,7 @@ mod tests {
             accept_jwt: true,
             consumer_groups: vec!["$Default".into()],
             retention: None,
+            idle_timeout: crate::entities::namespace::SERVICE_IDLE_TIMEOUT,
         };
         Namespace::new(settings, vec![("hub".into(), 2)], 1024)
     }

@@ -22,14 +22,14 @@ pub(crate) fn handle(
         Ok(map) => reply(
             request,
             200,
-            "OK",
+            None,
             None,
             Body::Value(AmqpValue(Value::Map(map))),
         ),
         Err(r) => reply(
             request,
             r.status,
-            &r.description,
+            Some(&r.description),
             Some(r.condition),
             Body::Empty,
         ),
@@ -125,6 +125,8 @@ fn hub_properties(hub: &Hub) -> OrderedMap<Value, Value> {
         "partition_ids",
         Value::Array(Array(ids.into_iter().map(Value::String).collect())),
     );
+    // One region: the emulator has no geo-replication.
+    entry(&mut map, "georeplication_factor", Value::Int(1));
     map
 }
 

@@ -2,6 +2,8 @@
 //! condition and description; and the clock both read.
 
 pub(crate) const UNAUTHORIZED: &str = "amqp:unauthorized-access";
+/// The condition the service puts on a refused `$cbs` token.
+pub(crate) const AUTH_FAILED: &str = "com.microsoft:auth-failed";
 pub(crate) const NOT_FOUND: &str = "amqp:not-found";
 
 pub(crate) fn now_unix() -> u64 {
@@ -22,6 +24,15 @@ impl Refusal {
         Self {
             status: 401,
             condition: UNAUTHORIZED,
+            description: description.into(),
+        }
+    }
+
+    /// A token `$cbs` refuses, answered as the service does: 401 and `com.microsoft:auth-failed`.
+    pub(crate) fn auth_failed(description: impl Into<String>) -> Self {
+        Self {
+            status: 401,
+            condition: AUTH_FAILED,
             description: description.into(),
         }
     }

@@ -22,9 +22,8 @@ use crate::links::{dispatch, LinkContext};
 /// Frames larger than this are split; the Python client and .NET both handle 64 KiB.
 const MAX_FRAME_SIZE: u32 = 65536;
 const CHANNEL_MAX: u16 = 4999;
-const HANDLE_MAX: u32 = 65535;
-/// Idle timeout announced to clients; heartbeats keep quiet connections open.
-const IDLE_TIME_OUT_MS: u32 = 240_000;
+/// Links per session, as the service announces in its begin.
+const HANDLE_MAX: u32 = 255;
 /// A client that has not finished TLS, SASL and open by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -107,14 +106,19 @@ pub(crate) async fn serve_connection<S>(
 where
     S: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
 {
-    let acceptor = ConnectionAcceptor::builder()
+    let mut acceptor = ConnectionAcceptor::builder()
         .container_id("eventhubs-emulator")
         .max_frame_size(MAX_FRAME_SIZE)
         .channel_max(CHANNEL_MAX)
-        .idle_time_out(IDLE_TIME_OUT_MS)
         .properties(product_properties())
-        .sasl_acceptor(EmulatorSasl)
-        .build();
+        .sasl_acceptor(EmulatorSasl);
+    // fe2o3 announces this value and ends the connection when the client sends nothing (not
+    // even an empty frame) for that long, as the service drops a silent client.
+    let idle_ms = u32::try_from(ns.settings.idle_timeout.as_millis()).unwrap_or(u32::MAX);
+    if idle_ms > 0 {
+        acceptor = acceptor.idle_time_out(idle_ms);
+    }
+    let acceptor = acceptor.build();
     let mut connection = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io))
         .await
         .map_err(|_| "AMQP handshake timed out".to_string())?

@@ -107,7 +107,8 @@ impl RawConnection {
         );
     }
 
-    pub async fn open(&mut self) {
+    /// The AMQP header and an open without an idle timeout; returns the emulator's open.
+    pub async fn open(&mut self) -> Open {
         self.write(AMQP_HEADER).await;
         let header = self.read_exact(8).await.expect("AMQP header back");
         assert_eq!(&header, AMQP_HEADER);
@@ -124,14 +125,14 @@ impl RawConnection {
             properties: None,
         };
         self.send(Performative::Open(open), &[]).await;
-        let reply = self.next_performative().await;
-        assert!(
-            matches!(reply, Some(Performative::Open(_))),
-            "expected open, got {reply:?}"
-        );
+        match self.next_performative().await {
+            Some(Performative::Open(open)) => open,
+            other => panic!("expected open, got {other:?}"),
+        }
     }
 
-    pub async fn begin(&mut self) {
+    /// Begins a session on channel 0; returns the emulator's begin.
+    pub async fn begin(&mut self) -> Begin {
         let begin = Begin {
             remote_channel: None,
             next_outgoing_id: 0,
@@ -143,11 +144,10 @@ impl RawConnection {
             properties: None,
         };
         self.send(Performative::Begin(begin), &[]).await;
-        let reply = self.next_performative().await;
-        assert!(
-            matches!(reply, Some(Performative::Begin(_))),
-            "expected begin, got {reply:?}"
-        );
+        match self.next_performative().await {
+            Some(Performative::Begin(begin)) => begin,
+            other => panic!("expected begin, got {other:?}"),
+        }
     }
 
     /// Sends a performative (and a transfer's payload) on channel 0.

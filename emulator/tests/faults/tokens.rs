@@ -12,7 +12,10 @@ async fn reject_tokens_for_answers_401_during_the_period_and_202_after() {
 
     let reply = put_valid_token(&mut client, &emulator).await;
     assert_eq!(reply.status, 401);
-    assert_eq!(reply.condition.as_deref(), Some("amqp:unauthorized-access"));
+    assert_eq!(
+        reply.condition.as_deref(),
+        Some("com.microsoft:auth-failed")
+    );
 
     // Ask again until accepted; the first acceptance must not come before the period ends.
     let accepted_after = timeout(period + STEP, async {
