@@ -118,6 +118,15 @@ impl RetryOptions {
         self
     }
 
+    /// The longest an operation takes under these options before it fails for good:
+    /// `(max_retries + 1) × try_timeout + max_retries × max_delay` (7 min with the defaults).
+    pub fn bound(&self) -> Duration {
+        let tries = self.max_retries.saturating_add(1);
+        self.try_timeout
+            .saturating_mul(tries)
+            .saturating_add(self.max_delay.saturating_mul(self.max_retries))
+    }
+
     /// Checks that every field is within its documented range.
     ///
     /// # Errors
@@ -332,6 +341,7 @@ mod tests {
         assert_eq!(options.delay, 800 * MS);
         assert_eq!(options.max_delay, Duration::from_secs(60));
         assert_eq!(options.try_timeout, Duration::from_secs(60));
+        assert_eq!(options.bound(), Duration::from_secs(7 * 60));
         assert!(options.validate().is_ok());
     }
 

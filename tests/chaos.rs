@@ -10,14 +10,22 @@
 //! - with idempotent retries, the stored events are exactly the ones reported as published,
 //!   none twice; without, duplicates are counted and printed (ambiguous failures allow them).
 //!
+//! In the network mode (100,000 events) the faults are made outside the emulator, by the fault proxy of
+//! `common/proxy.rs` between the producer and the emulator: resets of live connections,
+//! reconnects reset at a random stage of their handshake, acknowledgements lost one way, black
+//! holes, connections cut after some bytes, and delay; the accounting is the same.
+//!
 //! The schedule is random but seeded: the seed is printed, and `CHAOS_SEED=<n>` replays it.
 //! Run with `--nocapture` to see the tallies.
+
+mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::proxy::{Direction, Proxy, Stage};
 use eventhubs_buffered::{
     BufferedProducerClient, BufferedProducerHandler, BufferedProducerOptions, EnqueueOptions,
     ErrorKind, EventData, RetryOptions, SendFailedContext, SendSucceededContext,
@@ -31,6 +39,18 @@ const PARTITIONS: usize = 8;
 const GROWN_PARTITIONS: usize = 10;
 const TASKS: usize = 4;
 const EVENTS_PER_TASK: usize = 50_000;
+/// The network mode's faults cost more time each (black holes wait out try timeouts): half
+/// as many events keep its run as long as the emulator mode's.
+const NETWORK_EVENTS_PER_TASK: usize = 25_000;
+
+impl Faulty {
+    fn events_per_task(self) -> usize {
+        match self {
+            Faulty::Emulator => EVENTS_PER_TASK,
+            Faulty::Network => NETWORK_EVENTS_PER_TASK,
+        }
+    }
+}
 const KEYS_PER_TASK: usize = 16;
 
 /// What the handlers said about each event, by body.
@@ -137,7 +157,66 @@ async fn random_fault(faults: &Faults, rng: &mut StdRng, busy_left: &mut usize) 
     }
 }
 
+/// Makes one random network fault with the proxy; returns its name for the tally. Faults that
+/// leave a connection unusable (lost answers, a black hole) end with a reset after a while, as
+/// a middlebox that gives up on the flow would.
+async fn random_network_fault(proxy: &Proxy, rng: &mut StdRng) -> &'static str {
+    let linger = Duration::from_millis(rng.random_range(100..400));
+    match rng.random_range(0..6) {
+        0 => {
+            proxy.reset();
+            "reset"
+        }
+        1 => {
+            let stage = [Stage::Open, Stage::PutToken, Stage::EntityAttach][rng.random_range(0..3)];
+            proxy.reset_new_at(stage, rng.random_range(1..3));
+            proxy.reset();
+            "reset, then reconnects reset during their handshake"
+        }
+        2 => {
+            proxy.drop_answers();
+            tokio::time::sleep(linger).await;
+            proxy.reset();
+            "acknowledgements lost one way, then reset"
+        }
+        3 => {
+            proxy.black_hole();
+            tokio::time::sleep(linger).await;
+            proxy.reset();
+            "black hole, then reset"
+        }
+        4 => {
+            let direction = if rng.random_bool(0.5) {
+                Direction::Up
+            } else {
+                Direction::Down
+            };
+            proxy.cut_new_after(Some((direction, rng.random_range(100..4000))));
+            proxy.reset();
+            tokio::time::sleep(linger).await;
+            proxy.cut_new_after(None);
+            "reconnects cut after some bytes"
+        }
+        _ => {
+            proxy.delay(Duration::from_millis(rng.random_range(20..200)));
+            tokio::time::sleep(linger).await;
+            proxy.delay(Duration::ZERO);
+            "delay"
+        }
+    }
+}
+
+/// Where the faults come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Faulty {
+    /// The emulator's fault injection.
+    Emulator,
+    /// The fault proxy between the producer and the emulator.
+    Network,
+}
+
 struct Run {
+    events_per_task: usize,
     enqueued: usize,
     outcomes: HashMap<String, Vec<Option<ErrorKind>>>,
     /// Stored occurrences per body, and each partition's stored (body, key) in order.
@@ -147,12 +226,12 @@ struct Run {
     elapsed: Duration,
 }
 
-async fn run(idempotent: bool) -> Run {
+async fn run(idempotent: bool, faulty: Faulty) -> Run {
     let seed = std::env::var("CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(rand::random::<u64>);
-    println!("chaos (idempotent: {idempotent}): seed {seed}");
+    println!("chaos ({faulty:?} faults, idempotent: {idempotent}): seed {seed}");
     let mut rng = StdRng::seed_from_u64(seed);
     let emulator = Emulator::builder()
         .hub(HUB, PARTITIONS)
@@ -165,22 +244,27 @@ async fn run(idempotent: bool) -> Run {
         .with_partition_refresh_interval(Duration::from_secs(1))
         .with_retry_options(retries())
         .with_idempotent_retries(idempotent);
-    let producer =
-        BufferedProducerClient::from_connection_string(&emulator.connection_string(), None)
-            .options(options)
-            .handler(handler.clone())
-            .build()
-            .expect("producer builds");
+    let proxy = Proxy::start(emulator.local_addr()).await;
+    let connection_string = match faulty {
+        Faulty::Emulator => emulator.connection_string(),
+        Faulty::Network => proxy.connection_string(&emulator),
+    };
+    let producer = BufferedProducerClient::from_connection_string(&connection_string, None)
+        .options(options)
+        .handler(handler.clone())
+        .build()
+        .expect("producer builds");
 
     let started = Instant::now();
     let enqueued = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
+    let events_per_task = faulty.events_per_task();
     for task in 0..TASKS {
         let producer = producer.clone();
         let enqueued = enqueued.clone();
         tasks.push(tokio::spawn(async move {
-            for index in 0..EVENTS_PER_TASK {
+            for index in 0..events_per_task {
                 let (body, key) = event_of(task, index);
                 let options = match key {
                     Some(key) => EnqueueOptions::default().with_partition_key(key),
@@ -195,7 +279,7 @@ async fn run(idempotent: bool) -> Run {
         }));
     }
 
-    let total = TASKS * EVENTS_PER_TASK;
+    let total = TASKS * events_per_task;
     let faults = emulator.faults();
     let mut tally: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut busy_left = 3;
@@ -205,19 +289,21 @@ async fn run(idempotent: bool) -> Run {
         while !done.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_millis(rng.random_range(100..300))).await;
             let progress = enqueued.load(Ordering::Relaxed);
-            let name = if !tokens_refused && progress > total / 4 {
+            let name = if !grown && progress > total / 2 {
+                grown = true;
+                faults
+                    .grow_partitions(HUB, GROWN_PARTITIONS)
+                    .expect("partitions grow");
+                "partition count increased"
+            } else if faulty == Faulty::Network {
+                random_network_fault(&proxy, &mut rng).await
+            } else if !tokens_refused && progress > total / 4 {
                 tokens_refused = true;
                 // New connections are refused their tokens for a while: cut the current one
                 // so the producer must reconnect into the refusal.
                 faults.reject_tokens_for(Duration::from_millis(1500));
                 faults.drop_connections();
                 "tokens refused for 1.5 s"
-            } else if !grown && progress > total / 2 {
-                grown = true;
-                faults
-                    .grow_partitions(HUB, GROWN_PARTITIONS)
-                    .expect("partitions grow");
-                "partition count increased"
             } else {
                 random_fault(&faults, &mut rng, &mut busy_left).await
             };
@@ -232,6 +318,7 @@ async fn run(idempotent: bool) -> Run {
     };
     tokio::join!(chaos, enqueuing);
     faults.clear();
+    proxy.heal();
     tokio::time::timeout(Duration::from_secs(120), producer.close())
         .await
         .expect("close completes")
@@ -252,6 +339,7 @@ async fn run(idempotent: bool) -> Run {
     }
     let outcomes = std::mem::take(&mut *handler.0.outcomes.lock().unwrap());
     Run {
+        events_per_task,
         enqueued: enqueued.load(Ordering::Relaxed),
         outcomes,
         stored,
@@ -302,8 +390,18 @@ impl Run {
         );
     }
 
+    /// With idempotent retries: nothing stored twice, and what is stored is exactly what was
+    /// reported as published.
+    fn assert_stored_is_succeeded(&self) {
+        assert_eq!(self.duplicates(), 0, "no event stored twice");
+        let succeeded: std::collections::HashSet<&String> = self.succeeded().collect();
+        let stored: std::collections::HashSet<&String> = self.stored.keys().collect();
+        assert_eq!(stored.len(), succeeded.len(), "stored == succeeded exactly");
+        assert_eq!(stored, succeeded);
+    }
+
     fn assert_common(&self) {
-        let total = TASKS * EVENTS_PER_TASK;
+        let total = TASKS * self.events_per_task;
         assert_eq!(self.enqueued, total);
         assert_eq!(self.outcomes.len(), total, "every event was reported");
         for (body, outcomes) in &self.outcomes {
@@ -353,19 +451,30 @@ impl Run {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_with_idempotent_retries_stores_exactly_what_succeeded() {
-    let run = run(true).await;
+    let run = run(true, Faulty::Emulator).await;
     run.print_tallies(true);
     run.assert_common();
-    assert_eq!(run.duplicates(), 0, "no event stored twice");
-    let succeeded: std::collections::HashSet<&String> = run.succeeded().collect();
-    let stored: std::collections::HashSet<&String> = run.stored.keys().collect();
-    assert_eq!(stored.len(), succeeded.len(), "stored == succeeded exactly");
-    assert_eq!(stored, succeeded);
+    run.assert_stored_is_succeeded();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_without_idempotence_loses_nothing_and_counts_duplicates() {
-    let run = run(false).await;
+    let run = run(false, Faulty::Emulator).await;
+    run.print_tallies(false);
+    run.assert_common();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_chaos_with_idempotent_retries_stores_exactly_what_succeeded() {
+    let run = run(true, Faulty::Network).await;
+    run.print_tallies(true);
+    run.assert_common();
+    run.assert_stored_is_succeeded();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_chaos_without_idempotence_loses_nothing_and_counts_duplicates() {
+    let run = run(false, Faulty::Network).await;
     run.print_tallies(false);
     run.assert_common();
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use eventhubs_buffered::{ErrorKind, RetryOptions};
-use eventhubs_emulator::FaultScope;
+use eventhubs_emulator::{Emulator, FaultScope};
 
 /// What closing the links and the connection may add on top of the sends: it waits for the
 /// service at most one try timeout (and never more than 5 s), plus scheduling slack.
@@ -116,14 +116,7 @@ async fn close_over_a_black_holed_connection_ends_within_the_retry_bound() {
     // TCP connection stays open. New connections go nowhere either.
     proxy.black_hole();
     proxy.black_hole_new();
-    for i in 0..12 {
-        let body = format!("lost-{i}");
-        producer
-            .enqueue_event(event(body.clone()), to(&(i % 4).to_string()))
-            .await
-            .unwrap();
-        expected.push(body);
-    }
+    expected.extend(enqueue_spread(&producer, "lost", 12).await);
     let bound = retry_bound(&retry) + close_slack(&retry);
     let started = Instant::now();
     bounded("close", bound + BOUND, producer.close())
@@ -146,31 +139,81 @@ async fn close_over_a_black_holed_connection_ends_within_the_retry_bound() {
     assert_eq!(emulator.total_event_count(HUB).unwrap(), 4);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn close_abandoning_over_a_black_holed_connection_is_prompt() {
+/// A producer whose 4 partitions each have a batch in flight into a black hole (8 events,
+/// after a warm-up that is published); returns everything with the bodies enqueued so far.
+async fn in_flight_into_a_black_hole(
+    retry: RetryOptions,
+) -> (
+    Emulator,
+    Proxy,
+    eventhubs_buffered::BufferedProducerClient,
+    Recorder,
+    Vec<String>,
+) {
     let emulator = emulator().await;
     let proxy = Proxy::start(emulator.local_addr()).await;
-    // Tries that would last 30 s: only the abandon can end them in time.
-    let retry = short_retries().with_try_timeout(Duration::from_secs(30));
     // One batch per partition, formed by max_wait_time (not the first event alone at once).
     let options = fast_options()
         .with_retry_options(retry)
         .with_send_when_idle(false);
     let (producer, recorder) = producer_for(&proxy.connection_string(&emulator), options);
     let mut expected = warm_up(&producer).await;
-
     proxy.black_hole();
     proxy.black_hole_new();
-    for i in 0..8 {
-        let body = format!("in-flight-{i}");
-        producer
-            .enqueue_event(event(body.clone()), to(&(i % 4).to_string()))
-            .await
-            .unwrap();
-        expected.push(body);
-    }
+    expected.extend(enqueue_spread(&producer, "in-flight", 8).await);
     // max_wait_time is 20 ms: the batches are sent, into the void.
     tokio::time::sleep(Duration::from_millis(200)).await;
+    (emulator, proxy, producer, recorder, expected)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_within_a_grace_period_reports_everything_in_time_over_a_black_hole() {
+    // The default try timeout (60 s) and retries: a plain close would take minutes.
+    let (_emulator, _proxy, producer, recorder, mut expected) =
+        in_flight_into_a_black_hole(RetryOptions::default()).await;
+    // The next batches stay buffered behind the ones in flight.
+    expected.extend(enqueue_spread(&producer, "buffered", 8).await);
+    let grace = Duration::from_millis(500);
+    let started = Instant::now();
+    let closed = bounded(
+        "close_within",
+        Duration::from_secs(10),
+        producer.close_within(grace),
+    )
+    .await;
+    let elapsed = started.elapsed();
+    let err = closed.expect_err("the grace period cut the close short");
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(elapsed >= grace, "close_within returned after {elapsed:?}");
+    assert!(
+        elapsed < grace + Duration::from_secs(2),
+        "close_within took {elapsed:?}"
+    );
+    recorder.assert_exactly_once(&expected);
+    let failed = recorder.failed();
+    assert_eq!(failed.len(), 16, "{failed:?}");
+    let maybe_published = recorder.maybe_published();
+    for (body, kind) in &failed {
+        assert_eq!(*kind, ErrorKind::Abandoned, "{body}");
+        assert_eq!(
+            maybe_published.contains(body),
+            body.starts_with("in-flight"),
+            "{body}: only the batches cut off mid-send may have been published"
+        );
+    }
+    let err = producer
+        .enqueue_event(event("late"), auto())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_abandoning_over_a_black_holed_connection_is_prompt() {
+    // Tries that would last 30 s: only the abandon can end them in time.
+    let retry = short_retries().with_try_timeout(Duration::from_secs(30));
+    let (_emulator, _proxy, producer, recorder, expected) =
+        in_flight_into_a_black_hole(retry).await;
     assert_eq!(recorder.handled(), 4, "nothing can be answered");
     let started = Instant::now();
     bounded(
@@ -213,14 +256,7 @@ async fn a_connection_that_goes_silent_is_replaced_and_the_events_delivered() {
 
     // The open connection goes silent (say, a NAT entry expired); new ones work.
     proxy.black_hole();
-    for i in 0..8 {
-        let body = format!("after-{i}");
-        producer
-            .enqueue_event(event(body.clone()), to(&(i % 4).to_string()))
-            .await
-            .unwrap();
-        expected.push(body);
-    }
+    expected.extend(enqueue_spread(&producer, "after", 8).await);
     bounded("flush", retry_bound(&retry) + BOUND, producer.flush())
         .await
         .unwrap();
@@ -290,7 +326,7 @@ impl eventhubs_buffered::BufferedProducerHandler for Gated {
 }
 
 fn gated_producer(
-    emulator: &eventhubs_emulator::Emulator,
+    emulator: &Emulator,
     handler: &Gated,
     handler_timeout: Duration,
 ) -> eventhubs_buffered::BufferedProducerClient {

@@ -16,7 +16,7 @@ use fe2o3_amqp::{Connection, Session};
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, MutexGuard, Notify};
 
-use super::errors::{from_attach_error, Broken, Failure};
+use super::errors::{from_attach_error, lost_during, Broken, Failure};
 use super::message::{
     IDEMPOTENT_PRODUCER_CAPABILITY, PRODUCER_EPOCH, PRODUCER_ID, PRODUCER_SEQUENCE_NUMBER,
 };
@@ -202,7 +202,12 @@ impl AmqpConnection {
                     Broken::Connection,
                 )
             })?;
-        let cbs = RequestResponseLink::attach(&mut session, "$cbs", &config.container_id).await?;
+        let cbs = unless_lost(
+            &mut connection,
+            "the $cbs attach",
+            RequestResponseLink::attach(&mut session, "$cbs", &config.container_id),
+        )
+        .await?;
         let generation = self.generations.fetch_add(1, Ordering::SeqCst) + 1;
         tracing::debug!(namespace = %config.fully_qualified_namespace, generation, "connection opened");
         Ok(Live {
@@ -228,7 +233,12 @@ impl AmqpConnection {
             .token(audience, self.config.token_validity)
             .await
             .map_err(|e| Failure::new(e, Broken::Nothing))?;
-        cbs::put_token(&mut live.cbs, audience, &token).await?;
+        unless_lost(
+            &mut live.connection,
+            "the $cbs put-token",
+            cbs::put_token(&mut live.cbs, audience, &token),
+        )
+        .await?;
         let renew_at =
             tokio::time::Instant::now() + renewal_delay(SystemTime::now(), token.expires_at);
         live.grants.insert(
@@ -280,10 +290,13 @@ impl AmqpConnection {
                 .add_desired_capabilities(Symbol::from(IDEMPOTENT_PRODUCER_CAPABILITY))
                 .properties(publishing_request_fields(request));
         }
-        let sender = builder
-            .attach(&mut live.session)
-            .await
-            .map_err(|e| from_attach_error(&e))?;
+        let attach = async {
+            builder
+                .attach(&mut live.session)
+                .await
+                .map_err(|e| from_attach_error(&e))
+        };
+        let sender = unless_lost(&mut live.connection, "the link's attach", attach).await?;
         let grant = match properties.idempotent {
             Some(_) => Some(publishing_grant(&sender).ok_or_else(|| {
                 Failure::new(
@@ -343,17 +356,22 @@ impl AmqpConnection {
         let result = async {
             let token = self.authorize(live, &self.config.audience(hub)).await?;
             if live.management.is_none() {
+                let attach = RequestResponseLink::attach(
+                    &mut live.session,
+                    "$management",
+                    &self.config.container_id,
+                );
                 live.management = Some(
-                    RequestResponseLink::attach(
-                        &mut live.session,
-                        "$management",
-                        &self.config.container_id,
-                    )
-                    .await?,
+                    unless_lost(&mut live.connection, "the $management attach", attach).await?,
                 );
             }
             let link = live.management.as_mut().ok_or_else(closed_error)?;
-            call(link, token.value).await
+            unless_lost(
+                &mut live.connection,
+                "a $management request",
+                call(link, token.value),
+            )
+            .await
         }
         .await;
         if let Err(failure) = &result {
@@ -442,6 +460,27 @@ impl AmqpConnection {
         if let Some(live) = guard.take() {
             close_live_until(live, deadline).await;
         }
+    }
+}
+
+/// Waits for `operation` on `connection`, unless the connection ends first: then the
+/// operation fails at once as a lost connection (whatever stage it was in), instead of waiting
+/// for an answer that cannot come until the try timeout. fe2o3 ends a link's wait when its
+/// session stops, but a reset during a handshake may leave a wait (a put-token's reply, an
+/// attach) that only the connection's end tells about.
+async fn unless_lost<T>(
+    connection: &mut ConnectionHandle<()>,
+    stage: &str,
+    operation: impl std::future::Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    if connection.is_closed() {
+        return Err(lost_during(stage));
+    }
+    tokio::select! {
+        biased;
+        result = operation => result,
+        // Cancel-safe: it polls the engine's join handle by reference.
+        _ = connection.on_close() => Err(lost_during(stage)),
     }
 }
 

@@ -2,7 +2,8 @@
 
 use fe2o3_amqp::connection::ConnectionStopReason;
 use fe2o3_amqp::link::{
-    DetachError, LinkStateError, SendError, SenderAttachError, SessionStopReason,
+    DetachError, LinkStateError, ReceiverAttachError, SendError, SenderAttachError,
+    SessionStopReason,
 };
 use fe2o3_amqp::types::definitions::{Error as AmqpError, ErrorCondition};
 use fe2o3_amqp::types::messaging::Outcome;
@@ -148,15 +149,25 @@ pub(crate) fn from_send_error(error: &SendError) -> Failure {
     }
 }
 
-pub(crate) fn from_attach_error(error: &SenderAttachError) -> Failure {
-    match error {
-        SenderAttachError::SessionStopped(reason) => from_session_stop(reason),
-        SenderAttachError::RemoteClosedWithError(e) => detached(Some(e)),
-        SenderAttachError::SessionNotMapped => Failure::new(
+/// How an attach ended without a link, whichever side's attach it was.
+enum AttachEnd<'a> {
+    SessionStopped(&'a SessionStopReason),
+    Refused(&'a AmqpError),
+    SessionNotMapped,
+    Other(&'a dyn std::fmt::Display),
+}
+
+/// A stopped session is a lost connection (whatever stage the attach was in); the service's
+/// refusal keeps its condition.
+fn from_attach_end(end: AttachEnd<'_>) -> Failure {
+    match end {
+        AttachEnd::SessionStopped(reason) => from_session_stop(reason),
+        AttachEnd::Refused(e) => detached(Some(e)),
+        AttachEnd::SessionNotMapped => Failure::new(
             connection_lost("the session is not usable"),
             Broken::Connection,
         ),
-        other => Failure::new(
+        AttachEnd::Other(other) => Failure::new(
             Error::new(
                 ErrorKind::ServiceError,
                 format!("the link could not attach: {other}"),
@@ -164,6 +175,33 @@ pub(crate) fn from_attach_error(error: &SenderAttachError) -> Failure {
             Broken::Link,
         ),
     }
+}
+
+pub(crate) fn from_attach_error(error: &SenderAttachError) -> Failure {
+    from_attach_end(match error {
+        SenderAttachError::SessionStopped(reason) => AttachEnd::SessionStopped(reason),
+        SenderAttachError::RemoteClosedWithError(e) => AttachEnd::Refused(e),
+        SenderAttachError::SessionNotMapped => AttachEnd::SessionNotMapped,
+        other => AttachEnd::Other(other),
+    })
+}
+
+/// A receiving link that could not attach (the reply link of `$cbs` or `$management`).
+pub(crate) fn from_receiver_attach_error(error: &ReceiverAttachError) -> Failure {
+    from_attach_end(match error {
+        ReceiverAttachError::SessionStopped(reason) => AttachEnd::SessionStopped(reason),
+        ReceiverAttachError::RemoteClosedWithError(e) => AttachEnd::Refused(e),
+        ReceiverAttachError::SessionNotMapped => AttachEnd::SessionNotMapped,
+        other => AttachEnd::Other(other),
+    })
+}
+
+/// The failure of an operation whose connection ended while it waited, whatever the stage.
+pub(crate) fn lost_during(stage: &str) -> Failure {
+    Failure::new(
+        connection_lost(format_args!("the connection ended during {stage}")),
+        Broken::Connection,
+    )
 }
 
 /// The result of a delivery's outcome: accepted, or the service's reason.

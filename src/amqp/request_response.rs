@@ -7,7 +7,8 @@ use fe2o3_amqp::types::messaging::{ApplicationProperties, Body, Message, Message
 use fe2o3_amqp::types::primitives::{SimpleValue, Value};
 
 use super::errors::{
-    from_attach_error, from_link_state, from_outcome, from_send_error, Broken, Failure,
+    from_attach_error, from_link_state, from_outcome, from_receiver_attach_error, from_send_error,
+    Broken, Failure,
 };
 use crate::error::{Error, ErrorKind};
 
@@ -99,15 +100,7 @@ impl RequestResponseLink {
             .target(reply_to.as_str())
             .attach(session)
             .await
-            .map_err(|e| {
-                Failure::new(
-                    Error::new(
-                        ErrorKind::ServiceError,
-                        format!("the {node} reply link could not attach: {e}"),
-                    ),
-                    Broken::Connection,
-                )
-            })?;
+            .map_err(|e| from_receiver_attach_error(&e))?;
         Ok(Self {
             sender,
             receiver,

@@ -105,8 +105,15 @@ pub struct BufferedProducerOptions {
     /// is settled with the service before it is reported: the link re-attaches with the next
     /// epoch (so a delivery of the batch still on its way can no longer be stored) and the
     /// service's last sequence number says whether the batch was stored; if it was, it is
-    /// reported as a success after all. This takes up to one more retry-policy bound per
-    /// failed batch. Requires `max_concurrent_sends_per_partition == 1`. Default: false.
+    /// reported as a success after all, and if it was not, as a failure that
+    /// [`confirmed_not_published`](crate::Error::confirmed_not_published). Settling keeps
+    /// trying, across reconnects, for one more retry-policy bound
+    /// ([`RetryOptions::bound`](crate::RetryOptions::bound)) per failed batch; only when it
+    /// cannot reach the service in that time is the batch reported as
+    /// [`may_have_been_published`](crate::Error::may_have_been_published). So: nothing is
+    /// stored twice, every reported success is stored, and a reported failure was not
+    /// stored unless it says it may have been. Requires
+    /// `max_concurrent_sends_per_partition == 1`. Default: false.
     pub enable_idempotent_retries: bool,
     /// The ordering guard: after a batch of a partition fails for good, pause the partition,
     /// so that nothing enqueued after the failed events is published before them and

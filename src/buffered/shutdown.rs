@@ -243,9 +243,29 @@ impl BufferedProducerClient {
     /// for at most
     /// [`handler_shutdown_timeout`](crate::BufferedProducerOptions::handler_shutdown_timeout); close
     /// then returns an error of kind [`ErrorKind::Timeout`] (see that option for what happens
-    /// to the events of that partition).
+    /// to the events of that partition). To stop within a grace period of your own, use
+    /// [`close_within`](Self::close_within).
     pub async fn close(&self) -> Result<()> {
-        self.shut_down(false).await
+        self.shut_down(false, None).await
+    }
+
+    /// Closes as [`close`](Self::close) does, within `grace`: what is not published when
+    /// `grace` has passed is abandoned as [`close_abandoning`](Self::close_abandoning) does
+    /// (unsent events reported with [`ErrorKind::Abandoned`]; batches cut off mid-send say
+    /// they may have been published), and the connection closes in the background. For a
+    /// service that must stop within its own grace period (a Kubernetes
+    /// `terminationGracePeriodSeconds`, say) with every event still reported.
+    ///
+    /// Returns once every event enqueued before it had its handler call (handler calls are
+    /// still waited for, up to
+    /// [`handler_shutdown_timeout`](crate::BufferedProducerOptions::handler_shutdown_timeout)).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Timeout`] when `grace` passed before everything was published (the
+    /// handlers were told which events were abandoned), or a handler call was stuck.
+    pub async fn close_within(&self, grace: std::time::Duration) -> Result<()> {
+        self.shut_down(false, Some(Instant::now() + grace)).await
     }
 
     /// Stops at once: every event not yet published is reported to the failure handler with
@@ -255,24 +275,31 @@ impl BufferedProducerClient {
     /// [`ErrorKind::Timeout`] after a handler call stuck for
     /// [`handler_shutdown_timeout`](crate::BufferedProducerOptions::handler_shutdown_timeout).
     pub async fn close_abandoning(&self) -> Result<()> {
-        self.shut_down(true).await
+        self.shut_down(true, None).await
     }
 
-    async fn shut_down(&self, abandon: bool) -> Result<()> {
+    async fn shut_down(&self, abandon: bool, deadline: Option<Instant>) -> Result<()> {
         let _serial = self.core.close_lock.lock().await;
         let first = !self.core.closed.swap(true, Ordering::SeqCst);
-        let stuck = if first || abandon {
-            self.close_partitions(abandon).await
+        let ended = if first || abandon {
+            self.close_partitions(abandon, deadline).await
         } else {
-            Vec::new()
+            Ended::default()
         };
-        if abandon {
+        let stuck = ended.stuck;
+        if abandon || ended.cut_off {
             // Closing politely waits for the service's answers; abandoning must not wait for
             // a service that stopped answering. The connection closes in the background.
             let sender = self.core.settings.sender.clone();
             tokio::spawn(async move { sender.close().await });
         } else {
             self.core.settings.sender.close().await;
+        }
+        if ended.cut_off && stuck.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Timeout,
+                "close_within: the grace period ended before everything was published; what was not published was reported as abandoned",
+            ));
         }
         if stuck.is_empty() {
             return Ok(());
@@ -289,8 +316,9 @@ impl BufferedProducerClient {
 
     /// Tells every partition to close (or abandon) and waits until each has had its events
     /// sent and reported, giving up on a partition whose handler call stays stuck for
-    /// `handler_shutdown_timeout`. Returns the ids of the partitions given up on.
-    async fn close_partitions(&self, abandon: bool) -> Vec<String> {
+    /// `handler_shutdown_timeout`. A partition still closing at `deadline` is told to abandon
+    /// what it holds. Says which partitions were given up on, and whether any was cut off.
+    async fn close_partitions(&self, abandon: bool, deadline: Option<Instant>) -> Ended {
         let set = self.current_partitions();
         let started = Instant::now();
         let timeout = self.core.options.handler_shutdown_timeout;
@@ -306,19 +334,44 @@ impl BufferedProducerClient {
                 let partition = partition.clone();
                 waits.push(async move {
                     let reporter = &partition.shared.reporter;
-                    if handled_in_time(done, reporter, started, timeout).await {
-                        None
-                    } else {
+                    let handled = handled_in_time(done, reporter, started, timeout);
+                    tokio::pin!(handled);
+                    let mut cut_off = false;
+                    let in_time = match deadline {
+                        None => handled.await,
+                        Some(deadline) => tokio::select! {
+                            biased;
+                            in_time = &mut handled => in_time,
+                            _ = tokio::time::sleep_until(deadline) => {
+                                // The actor abandons what it holds, cuts its sends off and
+                                // reports them; the reports are still waited for.
+                                cut_off = true;
+                                partition.shared.give_up.notify_one();
+                                handled.await
+                            }
+                        },
+                    };
+                    if !in_time {
                         partition.shared.give_up.notify_one();
-                        Some(partition.shared.id.clone())
                     }
+                    (cut_off, (!in_time).then(|| partition.shared.id.clone()))
                 });
             }
         }
-        futures_util::future::join_all(waits)
-            .await
-            .into_iter()
-            .flatten()
-            .collect()
+        let mut ended = Ended::default();
+        for (cut_off, stuck) in futures_util::future::join_all(waits).await {
+            ended.cut_off |= cut_off;
+            ended.stuck.extend(stuck);
+        }
+        ended
     }
+}
+
+/// How the partitions' close ended.
+#[derive(Debug, Default)]
+struct Ended {
+    /// Partitions whose handler call stayed stuck.
+    stuck: Vec<String>,
+    /// Whether the deadline of `close_within` cut a partition off.
+    cut_off: bool,
 }

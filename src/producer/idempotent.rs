@@ -92,13 +92,20 @@ impl ProducerClient {
     }
 
     /// Attaches the link that fences a failed batch off and says whether the service stored it.
-    /// Tried as often as the retry policy allows, and also after errors that end a send's
-    /// retries at once (such as a refused token): while this attach fails, the outcome of the
-    /// failed batch stays unknown, and a refusal can be short-lived.
+    /// Tried for as long as the retry policy lets one operation take
+    /// ([`RetryOptions::bound`](crate::RetryOptions::bound)), across reconnects, and also
+    /// after errors that end a send's retries at once (such as a refused token): while this
+    /// attach fails, the outcome of the failed batch stays unknown, and a lost connection or a
+    /// refusal can be short-lived. Tries that fail at once (a connection cut during its
+    /// handshake) do not use the bound up in a few milliseconds: each waits the policy's delay.
     pub(super) async fn fencing_attach(&self, path: &str) -> Option<PublishingGrant> {
         let options = self.inner.retry.options().clone();
-        for try_number in 1..=options.max_retries.saturating_add(1) {
-            let error = match tokio::time::timeout(options.try_timeout, self.sender(path)).await {
+        let deadline = tokio::time::Instant::now() + options.bound();
+        let mut try_number: u32 = 1;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let try_timeout = options.try_timeout.min(left);
+            let error = match tokio::time::timeout(try_timeout, self.sender(path)).await {
                 Ok(Ok(sender)) => return sender.publishing_grant(),
                 Ok(Err(failure)) => failure.error,
                 Err(_) => Error::new(ErrorKind::Timeout, "the fencing attach timed out"),
@@ -107,11 +114,16 @@ impl ProducerClient {
                 return None;
             }
             tracing::warn!(path, try_number, error = %error, "could not yet ask the service whether a failed batch was stored");
-            if try_number <= options.max_retries {
-                tokio::time::sleep(self.inner.retry.delay_for(try_number, &error)).await;
+            let delay = self
+                .inner
+                .retry
+                .delay_for(try_number.min(options.max_retries.max(1)), &error);
+            if tokio::time::Instant::now() + delay >= deadline {
+                return None;
             }
+            tokio::time::sleep(delay).await;
+            try_number = try_number.saturating_add(1);
         }
-        None
     }
 }
 

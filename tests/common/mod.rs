@@ -15,7 +15,7 @@ use eventhubs_buffered::{
 use eventhubs_emulator::{Emulator, Faults};
 
 mod capture;
-mod proxy;
+pub mod proxy;
 mod recorder;
 
 pub use self::capture::{Capture, LogCapture};
@@ -52,7 +52,7 @@ pub fn fast_options() -> BufferedProducerOptions {
 /// The longest a send may take under `retry` before it is reported: every try times out and
 /// every pause is the longest.
 pub fn retry_bound(retry: &RetryOptions) -> Duration {
-    retry.try_timeout * (retry.max_retries + 1) + retry.max_delay * retry.max_retries
+    retry.bound()
 }
 
 pub fn producer_for(
@@ -78,6 +78,25 @@ pub fn producer_with(
     options: BufferedProducerOptions,
 ) -> (BufferedProducerClient, Recorder) {
     producer_for(&emulator.connection_string(), options)
+}
+
+/// Enqueues `count` events `<prefix>-<i>`, spread over partitions 0-3 in turn; returns their
+/// bodies.
+pub async fn enqueue_spread(
+    producer: &BufferedProducerClient,
+    prefix: &str,
+    count: usize,
+) -> Vec<String> {
+    let mut bodies = Vec::with_capacity(count);
+    for i in 0..count {
+        let body = format!("{prefix}-{i}");
+        producer
+            .enqueue_event(event(body.clone()), to(&(i % 4).to_string()))
+            .await
+            .expect("enqueue");
+        bodies.push(body);
+    }
+    bodies
 }
 
 pub fn to(partition: &str) -> EnqueueOptions {
