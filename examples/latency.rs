@@ -203,42 +203,23 @@ async fn full_load(
     Ok((events as f64 / elapsed.as_secs_f64(), cpu, per_batch))
 }
 
+/// The command line.
+#[derive(clap::Parser)]
+#[command(about = "Enqueue-to-handler latency at steady rates, and full-load throughput")]
 struct Args {
+    /// Seconds of each steady-rate run.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     seconds: u64,
+    /// Events of the full-load run.
+    #[arg(long, default_value_t = 500_000, value_parser = clap::value_parser!(u64).range(4..))]
     full_load_events: u64,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        seconds: 3,
-        full_load_events: 500_000,
-    };
-    let mut words = std::env::args().skip(1);
-    while let Some(flag) = words.next() {
-        let value = words
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value"))?;
-        let number: u64 = value
-            .parse()
-            .map_err(|_| format!("{flag}: '{value}' is not a number"))?;
-        match flag.as_str() {
-            "--seconds" => args.seconds = number.max(1),
-            "--full-load-events" => args.full_load_events = number.max(4),
-            other => {
-                return Err(format!(
-                    "unknown argument '{other}'; usage: [--seconds S] [--full-load-events N]"
-                ))
-            }
-        }
-    }
-    Ok(args)
 }
 
 fn main() -> Result<(), BoxError> {
     if child_emulator::serve_if_child() {
         return Ok(());
     }
-    let args = parse_args()?;
+    let args = <Args as clap::Parser>::parse();
     tokio::runtime::Runtime::new()?.block_on(run(args))
 }
 

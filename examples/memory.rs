@@ -224,19 +224,37 @@ fn in_own_process(args: &[String], env: &[(&str, &str)]) -> Result<String, BoxEr
     Ok(String::from_utf8(output.stdout)?.trim().to_string())
 }
 
+/// The command line.
+#[derive(clap::Parser)]
+#[command(about = "Peak memory of the producer under a stalled service and at full load")]
+struct Args {
+    /// How long the service stalls.
+    #[arg(long, default_value_t = 20)]
+    stall_seconds: u64,
+    /// One measurement in this process (how the example runs each case in a process of its
+    /// own): `stall BOUND_MIB SECONDS` or `load PARTITIONS EVENTS`.
+    #[arg(long, num_args = 3, value_names = ["CASE", "A", "B"], hide = true)]
+    measure: Option<Vec<String>>,
+}
+
 fn main() -> Result<(), BoxError> {
     if child_emulator::serve_if_child() {
         return Ok(());
     }
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some(MEASURE) {
+    let args = <Args as clap::Parser>::parse();
+    if let Some(measure) = &args.measure {
         let runtime = tokio::runtime::Runtime::new()?;
-        let line = match (args.get(1).map(String::as_str), args.get(2), args.get(3)) {
-            (Some("stall"), Some(bound), Some(seconds)) => runtime.block_on(measure_stall(
+        let line = match measure
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            ["stall", bound, seconds] => runtime.block_on(measure_stall(
                 bound.parse()?,
                 Duration::from_secs(seconds.parse()?),
             ))?,
-            (Some("load"), Some(partitions), Some(events)) => {
+            ["load", partitions, events] => {
                 runtime.block_on(measure_load(partitions.parse()?, events.parse()?))?
             }
             _ => {
@@ -248,11 +266,7 @@ fn main() -> Result<(), BoxError> {
         println!("{line}");
         return Ok(());
     }
-    let stall_seconds = match args.as_slice() {
-        [] => 20,
-        [flag, value] if flag == "--stall-seconds" => value.parse()?,
-        _ => return Err("usage: [--stall-seconds S]".into()),
-    };
+    let stall_seconds = args.stall_seconds;
     println!(
         "stall of {stall_seconds} s, then 10 s of recovery; 8 tasks, 1 KiB events, 4 partitions"
     );

@@ -71,34 +71,16 @@ async fn place_order(
     }
 }
 
+/// The command line.
+#[derive(clap::Parser)]
+#[command(about = "An HTTP endpoint that answers once its event is published")]
 struct Args {
+    /// Requests the built-in client sends.
+    #[arg(long, default_value_t = 500)]
     requests: usize,
+    /// Keep serving after the requests (for curl).
+    #[arg(long)]
     serve: bool,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        requests: 500,
-        serve: false,
-    };
-    let mut words = std::env::args().skip(1);
-    while let Some(flag) = words.next() {
-        match flag.as_str() {
-            "--serve" => args.serve = true,
-            "--requests" => {
-                let value = words.next().ok_or("--requests needs a value")?;
-                args.requests = value
-                    .parse()
-                    .map_err(|_| format!("--requests: '{value}' is not a number"))?;
-            }
-            other => {
-                return Err(format!(
-                    "unknown argument '{other}'; usage: [--requests N] [--serve]"
-                ))
-            }
-        }
-    }
-    Ok(args)
 }
 
 /// One request from a plain HTTP/1.1 client: the status code and how long the answer took.
@@ -158,7 +140,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let args = parse_args()?;
+    let args = <Args as clap::Parser>::parse();
     let configured = std::env::var("EVENTHUBS_CONNECTION_STRING").unwrap_or_default();
     let emulator = match configured.is_empty() {
         true => Some(Emulator::builder().hub("hub", 4).start().await?),

@@ -15,11 +15,13 @@
 //! What it does: 4 tasks enqueue `N` events (default 100,000) between them, half routed
 //! automatically, half with one of 64 partition keys. The producer batches them per partition
 //! and reports every batch to the handlers, which count what was confirmed and what failed.
-//! A progress bar of confirmed events is drawn on stderr. At the end it prints a per-partition
-//! table, the totals and the throughput, and exits non-zero if any event failed.
+//! A progress bar of confirmed events is drawn on stderr when stdout is a terminal. At the end
+//! it prints a per-partition table, the totals and the throughput, and exits non-zero if any
+//! event failed. `RUST_LOG=info` (or `debug`) logs what the producer does, on stderr.
 
 use std::collections::HashMap;
 use std::env::{self, VarError};
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -29,6 +31,7 @@ use eventhubs_buffered::{
     SendSucceededContext,
 };
 use eventhubs_emulator::Emulator;
+use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
@@ -44,31 +47,14 @@ const EMULATOR_PARTITIONS: usize = 4;
 /// How many failed batches are printed in full; the rest are only counted.
 const ERRORS_SHOWN: u64 = 5;
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
-const PROGRESS_WIDTH: usize = 40;
 
+/// The command line.
+#[derive(clap::Parser)]
+#[command(about = "Publish events with the buffered producer and see where they went")]
 struct Args {
+    /// How many events to publish.
+    #[arg(long, default_value_t = DEFAULT_EVENTS, value_parser = clap::value_parser!(u32).range(1..))]
     events: u32,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        events: DEFAULT_EVENTS,
-    };
-    let mut words = env::args().skip(1);
-    while let Some(flag) = words.next() {
-        match flag.as_str() {
-            "--events" => {
-                let value = words.next().ok_or("--events needs a value")?;
-                args.events = value
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| format!("--events: '{value}' is not a positive number"))?;
-            }
-            other => return Err(format!("unknown argument '{other}'; usage: [--events N]")),
-        }
-    }
-    Ok(args)
 }
 
 /// The event hub to publish to, and the emulator serving it when there is one.
@@ -147,9 +133,8 @@ impl Tally {
             .or_default() += events;
         let batch_number = self.failed_batches.fetch_add(1, Ordering::Relaxed);
         if batch_number < ERRORS_SHOWN {
-            // Start on a new line: the progress bar owns the current one.
             eprintln!(
-                "\npartition {}: {events} events not published: {}",
+                "partition {}: {events} events not published: {}",
                 context.partition_id, context.error
             );
         }
@@ -238,29 +223,35 @@ async fn publish(producer: &BufferedProducerClient, events: u32) -> Result<u64, 
     Ok(total)
 }
 
-fn draw_progress(confirmed: u64, total: u64) {
-    let ratio = (confirmed as f64 / total.max(1) as f64).min(1.0);
-    let filled = (ratio * PROGRESS_WIDTH as f64).round() as usize;
-    eprint!(
-        "\r[{}{}] {confirmed:>10}/{total} confirmed {:>3.0}%",
-        "#".repeat(filled),
-        " ".repeat(PROGRESS_WIDTH - filled),
-        ratio * 100.0
-    );
+/// A bar of confirmed events on stderr, hidden when stdout is not a terminal (output piped
+/// to a file or another program gets the table only).
+fn progress_bar(total: u64) -> ProgressBar {
+    if !std::io::stdout().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    let style = ProgressStyle::with_template(
+        "[{bar:40}] {pos:>10}/{len} confirmed {percent:>3}% {per_sec}",
+    )
+    .map(|style| style.progress_chars("#> "));
+    if let Ok(style) = style {
+        bar.set_style(style);
+    }
+    bar
 }
 
-/// Redraws the progress bar on a timer (not per event, which would cost more than the
-/// publishing) until `stop` fires, then draws it one last time and ends the line.
-async fn show_progress(tally: Arc<Tally>, total: u64, mut stop: oneshot::Receiver<()>) {
+/// Moves the bar on a timer (not per event, which would cost more than the publishing) until
+/// `stop` fires, then finishes it.
+async fn show_progress(tally: Arc<Tally>, bar: ProgressBar, mut stop: oneshot::Receiver<()>) {
     let mut ticks = tokio::time::interval(PROGRESS_INTERVAL);
     loop {
         tokio::select! {
-            _ = ticks.tick() => draw_progress(tally.confirmed(), total),
+            _ = ticks.tick() => bar.set_position(tally.confirmed()),
             _ = &mut stop => break,
         }
     }
-    draw_progress(tally.confirmed(), total);
-    eprintln!();
+    bar.set_position(tally.confirmed());
+    bar.finish();
 }
 
 fn print_partition_table(partition_ids: &[String], tally: &Tally) {
@@ -311,7 +302,12 @@ fn check_emulator(emulator: &Emulator, confirmed: u64) -> Result<(), BoxError> {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let args = parse_args()?;
+    let args = <Args as clap::Parser>::parse();
+    // RUST_LOG=info (or debug, or eventhubs_buffered=debug) shows what the producer does.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let destination = Destination::from_env().await?;
     let tally = Arc::new(Tally::default());
     let producer = build_producer(&destination, &tally)?;
@@ -326,7 +322,8 @@ async fn main() -> Result<(), BoxError> {
 
     let started = Instant::now();
     let (stop_progress, stop) = oneshot::channel();
-    let progress = tokio::spawn(show_progress(tally.clone(), u64::from(args.events), stop));
+    let bar = progress_bar(u64::from(args.events));
+    let progress = tokio::spawn(show_progress(tally.clone(), bar, stop));
     let published = publish(&producer, args.events).await;
     // Even if a publisher failed, send what was enqueued so that the counts below are final.
     producer.flush().await?;

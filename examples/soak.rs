@@ -27,41 +27,25 @@ use eventhubs_emulator::{Emulator, FaultCondition, FaultScope, Faults};
 const HUB: &str = "soak";
 const RETAINED_PER_PARTITION: usize = 100_000;
 
+/// The command line.
+#[derive(clap::Parser)]
+#[command(about = "Steady load with faults every minute; prints drift")]
 struct Args {
+    /// How long to run.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     minutes: u64,
-    partitions: usize,
+    /// Partitions of the emulated hub.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
+    partitions: u16,
+    /// Body size of each event in bytes.
+    #[arg(long, default_value_t = 100)]
     size: usize,
-    tasks: usize,
-    idempotent: bool,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        minutes: 10,
-        partitions: 4,
-        size: 100,
-        tasks: 4,
-        idempotent: true,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "--no-idempotence" {
-            args.idempotent = false;
-            continue;
-        }
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let n: u64 = value
-            .parse()
-            .map_err(|_| format!("{flag}: '{value}' is not a number"))?;
-        match flag.as_str() {
-            "--minutes" => args.minutes = n.max(1),
-            "--partitions" => args.partitions = (n as usize).clamp(1, 32),
-            "--size" => args.size = n as usize,
-            "--tasks" => args.tasks = (n as usize).max(1),
-            other => return Err(format!("unknown flag {other}")),
-        }
-    }
-    Ok(args)
+    /// Enqueuing tasks.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    tasks: u16,
+    /// Publish without idempotent retries.
+    #[arg(long)]
+    no_idempotence: bool,
 }
 
 /// Resident memory of this process now, from /proc (Linux only).
@@ -119,11 +103,11 @@ fn mean(values: &[f64]) -> f64 {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = parse_args().inspect_err(|_| {
-        eprintln!("usage: soak [--minutes N] [--partitions N] [--size BYTES] [--tasks N] [--no-idempotence]");
-    })?;
+    let args = <Args as clap::Parser>::parse();
+    let idempotent = !args.no_idempotence;
+    let partitions = usize::from(args.partitions);
     let emulator = Emulator::builder()
-        .hub(HUB, args.partitions)
+        .hub(HUB, partitions)
         .max_events_per_partition(RETAINED_PER_PARTITION)
         .start()
         .await?;
@@ -135,7 +119,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_try_timeout(Duration::from_secs(1));
     let options = BufferedProducerOptions::default()
         .with_retry_options(retry)
-        .with_idempotent_retries(args.idempotent);
+        .with_idempotent_retries(idempotent);
     let producer =
         BufferedProducerClient::from_connection_string(&emulator.connection_string(), None)
             .options(options)
@@ -163,7 +147,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!(
         "soak: {} minutes, {} partitions, {}-byte events, {} tasks, idempotent retries {}",
-        args.minutes, args.partitions, args.size, args.tasks, args.idempotent
+        args.minutes, partitions, args.size, args.tasks, idempotent
     );
     let stop = Arc::new(AtomicBool::new(false));
     let mut enqueuers = Vec::new();
@@ -250,7 +234,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("ACCOUNTING OFF: {succeeded} + {failed_total} handled != {enqueued} enqueued");
         ok = false;
     }
-    if args.idempotent && counters.events_stored != succeeded {
+    if idempotent && counters.events_stored != succeeded {
         println!(
             "ACCOUNTING OFF: stored {} != succeeded {succeeded}",
             counters.events_stored

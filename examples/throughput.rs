@@ -49,64 +49,67 @@ struct Args {
 /// How many outcomes a task keeps pending with `--outcomes` before it awaits the oldest.
 const OUTCOME_WINDOW: usize = 10_000;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Phase {
     Both,
     Buffered,
     Prebatched,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        events: 1_000_000,
-        size: 100,
-        partitions: 4,
-        delay: Duration::ZERO,
-        per_partition: 1,
-        max_sends: eventhubs_buffered::DEFAULT_MAX_CONCURRENT_SENDS,
-        buffered_events: eventhubs_buffered::DEFAULT_MAX_BUFFERED_EVENTS_PER_PARTITION,
-        max_wait: eventhubs_buffered::DEFAULT_MAX_WAIT_TIME,
-        phase: Phase::Both,
-        outcomes: false,
-        send_when_idle: true,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "--outcomes" {
-            args.outcomes = true;
-            continue;
-        }
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        if flag == "--phase" {
-            args.phase = match value.as_str() {
-                "both" => Phase::Both,
-                "buffered" => Phase::Buffered,
-                "prebatched" => Phase::Prebatched,
-                other => {
-                    return Err(format!(
-                        "--phase: '{other}' is not both, buffered or prebatched"
-                    ))
-                }
-            };
-            continue;
-        }
-        let n: u64 = value
-            .parse()
-            .map_err(|_| format!("{flag}: '{value}' is not a number"))?;
-        match flag.as_str() {
-            "--events" => args.events = n.max(1),
-            "--size" => args.size = n as usize,
-            "--partitions" => args.partitions = (n as usize).max(1),
-            "--delay-ms" => args.delay = Duration::from_millis(n),
-            "--concurrency-per-partition" => args.per_partition = (n as usize).clamp(1, 100),
-            "--max-concurrent-sends" => args.max_sends = (n as usize).max(1),
-            "--buffered-events-per-partition" => args.buffered_events = (n as usize).max(1),
-            "--max-wait-ms" => args.max_wait = Duration::from_millis(n),
-            "--send-when-idle" => args.send_when_idle = n != 0,
-            other => return Err(format!("unknown flag {other}")),
-        }
+/// The command line (see the module docs for what each phase measures).
+#[derive(clap::Parser)]
+#[command(about = "Throughput of the buffered producer against the emulator")]
+struct Cli {
+    /// Events to publish in each phase.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    events: u64,
+    /// Body size of each event in bytes.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Partitions of the emulated hub.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    partitions: u16,
+    /// Delay the emulator adds to every disposition, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
+    /// Pre-batched phase: sends in flight per partition.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=100))]
+    concurrency_per_partition: u8,
+    /// Buffered phase: max_concurrent_sends.
+    #[arg(long, default_value_t = eventhubs_buffered::DEFAULT_MAX_CONCURRENT_SENDS)]
+    max_concurrent_sends: usize,
+    /// Buffered phase: max_buffered_events_per_partition.
+    #[arg(long, default_value_t = eventhubs_buffered::DEFAULT_MAX_BUFFERED_EVENTS_PER_PARTITION)]
+    buffered_events_per_partition: usize,
+    /// Buffered phase: max_wait_time in milliseconds.
+    #[arg(long, default_value_t = eventhubs_buffered::DEFAULT_MAX_WAIT_TIME.as_millis() as u64)]
+    max_wait_ms: u64,
+    /// Which phase to run (one alone is handy under a profiler).
+    #[arg(long, value_enum, default_value_t = Phase::Both)]
+    phase: Phase,
+    /// Ask for every event's outcome and await them (the buffered phase).
+    #[arg(long)]
+    outcomes: bool,
+    /// Buffered phase: send_when_idle.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    send_when_idle: bool,
+}
+
+fn parse_args() -> Args {
+    let cli = <Cli as clap::Parser>::parse();
+    Args {
+        events: cli.events,
+        size: cli.size,
+        partitions: usize::from(cli.partitions),
+        delay: Duration::from_millis(cli.delay_ms),
+        per_partition: usize::from(cli.concurrency_per_partition),
+        max_sends: cli.max_concurrent_sends.max(1),
+        buffered_events: cli.buffered_events_per_partition.max(1),
+        max_wait: Duration::from_millis(cli.max_wait_ms),
+        phase: cli.phase,
+        outcomes: cli.outcomes,
+        send_when_idle: cli.send_when_idle,
     }
-    Ok(args)
 }
 
 /// Peak resident memory of this process since the last reset, from /proc (Linux only).
@@ -377,7 +380,7 @@ async fn prebatched_phase(
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = parse_args()?;
+    let args = parse_args();
     let emulator = Emulator::builder()
         .hub("hub", args.partitions)
         .start()

@@ -120,6 +120,7 @@
 //! (blocking the dropping thread until done) and in the background elsewhere; what a runtime
 //! shutdown cuts off is logged at error level with its count.
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod amqp;
 pub mod auth;

@@ -5,7 +5,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -44,6 +43,8 @@ pub struct EmulatorBuilder {
     require_authorization: bool,
     accept_jwt: bool,
     consumer_groups: Vec<String>,
+    /// (hub, consumer group): groups of one hub only.
+    hub_consumer_groups: Vec<(String, String)>,
     retention: Option<usize>,
     idle_timeout: Duration,
 }
@@ -63,6 +64,7 @@ impl Default for EmulatorBuilder {
             require_authorization: true,
             accept_jwt: true,
             consumer_groups: vec!["$Default".to_string()],
+            hub_consumer_groups: Vec::new(),
             retention: None,
             idle_timeout: SERVICE_IDLE_TIMEOUT,
         }
@@ -127,6 +129,80 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Adds a consumer group to one hub only (as a Config.json gives them); reads through
+    /// another hub's group are refused as the service refuses them.
+    pub fn hub_consumer_group(mut self, hub: impl Into<String>, name: impl Into<String>) -> Self {
+        self.hub_consumer_groups.push((hub.into(), name.into()));
+        self
+    }
+
+    /// Adds the event hubs and consumer groups of a Microsoft emulator configuration file
+    /// (`Config.json`, see [`crate::config`]), and serves Microsoft's documented key
+    /// ([`MICROSOFT_EMULATOR_KEY`](crate::config::MICROSOFT_EMULATOR_KEY)) unless a key was set
+    /// before, so that the connection string of Microsoft's emulator works unchanged:
+    /// `Endpoint=sb://localhost;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;`
+    /// (with the default port 5672 of the binary).
+    ///
+    /// # Errors
+    ///
+    /// [`EmulatorError::InvalidConfig`] when the file's content is not a configuration of that
+    /// shape (naming what is wrong); [`EmulatorError::Io`] when it cannot be read.
+    pub fn microsoft_config(self, json: &str) -> Result<Self, EmulatorError> {
+        let hubs = crate::config::parse_microsoft_config(json)?;
+        let mut builder = self;
+        if builder.key.key == DEFAULT_KEY {
+            builder.key.key = crate::config::MICROSOFT_EMULATOR_KEY.to_string();
+        }
+        for hub in hubs {
+            builder = builder.hub(hub.name.clone(), hub.partitions);
+            for group in hub.consumer_groups {
+                builder = builder.hub_consumer_group(hub.name.clone(), group);
+            }
+        }
+        Ok(builder)
+    }
+
+    /// The hubs, partitions and consumer groups this builder will serve, and how (port, TLS,
+    /// authorization, key name, idle timeout), as lines of text; the key's value is not shown.
+    ///
+    /// # Errors
+    ///
+    /// What [`start`](Self::start) would refuse in the configuration.
+    pub fn effective_config(&self) -> Result<String, EmulatorError> {
+        self.validate()?;
+        let mut hubs = self.hubs.clone();
+        if hubs.is_empty() {
+            hubs.push((DEFAULT_HUB.0.to_string(), DEFAULT_HUB.1));
+        }
+        let mut out = format!(
+            "address {}:{}{}\nkey name {}\nauthorization {}\nidle timeout {} ms\n",
+            self.address,
+            self.port,
+            if self.tls { " (TLS)" } else { "" },
+            self.key.name,
+            if self.require_authorization {
+                "required"
+            } else {
+                "off"
+            },
+            self.idle_timeout.as_millis(),
+        );
+        for (name, partitions) in hubs {
+            let mut groups = self.consumer_groups.clone();
+            groups.extend(
+                self.hub_consumer_groups
+                    .iter()
+                    .filter(|(hub, _)| hub.eq_ignore_ascii_case(&name))
+                    .map(|(_, group)| group.clone()),
+            );
+            out.push_str(&format!(
+                "hub {name}: {partitions} partitions; consumer groups {}\n",
+                groups.join(", ")
+            ));
+        }
+        Ok(out)
+    }
+
     /// Keeps at most about `events` events per partition, dropping the oldest (like the
     /// service's retention), so that long runs hold bounded memory. Consumers and
     /// [`Emulator::events`] see the retained events; sequence numbers and offsets go on.
@@ -170,6 +246,17 @@ impl EmulatorBuilder {
                 )));
             }
         }
+        for (hub, group) in &self.hub_consumer_groups {
+            if !self
+                .hubs
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case(hub))
+            {
+                return Err(EmulatorError::InvalidConfig(format!(
+                    "consumer group '{group}' names hub '{hub}', which is not configured"
+                )));
+            }
+        }
         if self.idle_timeout.as_millis() > u128::from(u32::MAX) {
             return Err(EmulatorError::InvalidConfig(format!(
                 "the idle timeout must be at most {} ms, not {} ms",
@@ -208,13 +295,14 @@ impl EmulatorBuilder {
         } else {
             None
         };
-        let listener = TcpListener::bind(SocketAddr::new(self.address, self.port)).await?;
+        let listener = crate::wire::server::listen(SocketAddr::new(self.address, self.port))?;
         let local_addr = listener.local_addr()?;
         let settings = Settings {
             keys: vec![self.key.clone()],
             require_authorization: self.require_authorization,
             accept_jwt: self.accept_jwt,
             consumer_groups: self.consumer_groups.clone(),
+            hub_consumer_groups: hub_groups(&self.hub_consumer_groups),
             retention: self.retention,
             idle_timeout: self.idle_timeout,
         };
@@ -237,6 +325,18 @@ impl EmulatorBuilder {
             task: Some(task),
         })
     }
+}
+
+/// Groups of one hub, by the hub's name in lower case.
+fn hub_groups(pairs: &[(String, String)]) -> std::collections::HashMap<String, Vec<String>> {
+    let mut groups: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for (hub, group) in pairs {
+        groups
+            .entry(hub.to_ascii_lowercase())
+            .or_default()
+            .push(group.clone());
+    }
+    groups
 }
 
 /// A running emulator. Dropping it stops the server (connections are closed).

@@ -67,6 +67,7 @@ impl Harness {
             require_authorization: true,
             accept_jwt: true,
             consumer_groups: vec!["$Default".to_string()],
+            hub_consumer_groups: Default::default(),
         };
         let hubs = vec![(DEFAULT_HUB.0.to_string(), DEFAULT_HUB.1)];
         let ns = Arc::new(Namespace::new(settings, hubs, DEFAULT_MAX_MESSAGE_SIZE));

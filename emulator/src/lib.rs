@@ -25,12 +25,14 @@
 //! # }
 //! ```
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // The rooms, from the public API down: `emulator.rs` (the in-process API), `wire/` (accept
 // loop, TLS, SASL, framing), `links/` (attach dispatch, producer and consumer links, the
 // request links of the services), `services/` (`$cbs`, `$management`), `entities/`
 // (namespace, stored partitions, routing, idempotence); below them `faults.rs`,
 // `connection.rs` (per-connection grants and reply routes), `message.rs`, `sas.rs`.
+pub mod config;
 mod connection;
 mod emulator;
 mod entities;

@@ -1,103 +1,117 @@
 //! `eventhubs-emulator`: serves a local Event Hubs-compatible AMQP endpoint until Ctrl-C or
-//! SIGTERM, after printing one line with its connection string.
+//! SIGTERM. On start it prints its version (standard error) and its connection strings
+//! (standard output, one `NAME=value` line each).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use eventhubs_emulator::{Emulator, EmulatorBuilder};
+use clap::Parser;
+use eventhubs_emulator::{Emulator, EmulatorBuilder, DEFAULT_KEY, DEFAULT_KEY_NAME};
 
-const USAGE: &str = "\
-usage: eventhubs-emulator [--port N] [--hub NAME:PARTITIONS]... [--max-message-size BYTES]
-                          [--tls] [--key-name NAME] [--key KEY] [--no-auth] [--reject-jwt]
-                          [--consumer-group NAME]... [--max-events-per-partition N]
-                          [--idle-timeout-ms N]
+/// A local Azure Event Hubs-compatible AMQP 1.0 broker: no Docker, no Azure.
+#[derive(Debug, Parser)]
+#[command(name = "eventhubs-emulator", version, about, long_about = None)]
+struct Cli {
+    /// TCP port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 5672)]
+    port: u16,
 
-  --port N                 TCP port on 127.0.0.1 (default 5672; 0 picks a free one)
-  --hub NAME:PARTITIONS    an event hub (repeatable; default hub:4)
-  --max-message-size N     max-message-size of producer links in bytes (default 1048576)
-  --tls                    serve amqps with a certificate made at start (its CA is printed)
-  --key-name, --key        the shared access key that signs valid tokens
-  --no-auth                let links attach without a $cbs put-token
-  --reject-jwt             refuse JWT tokens (accepted unverified by default)
-  --consumer-group NAME    a consumer group besides $Default (repeatable)
-  --max-events-per-partition N
-                           keep about N events per partition, dropping the oldest
-                           (default: keep every event)
-  --idle-timeout-ms N      idle timeout announced to clients; a connection silent for longer
-                           is dropped (default 120000, as the service; 0: never)";
+    /// An event hub, as NAME:PARTITIONS (repeatable; default hub:4 when no hub is given).
+    #[arg(long = "hub", value_name = "NAME:PARTITIONS", value_parser = parse_hub)]
+    hubs: Vec<(String, usize)>,
 
-/// Parses the command line into a builder; the error names the flag that was wrong.
-fn parse_args(args: &[String]) -> Result<EmulatorBuilder, String> {
-    let mut builder = Emulator::builder().port(5672);
-    let mut key_name = None;
-    let mut key = None;
-    let mut iter = args.iter();
-    while let Some(flag) = iter.next() {
-        let mut value = |name: &str| {
-            iter.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        builder = match flag.as_str() {
-            "--port" => {
-                let v = value("--port")?;
-                builder.port(
-                    v.parse()
-                        .map_err(|_| format!("--port: '{v}' is not a port number"))?,
-                )
-            }
-            "--hub" => {
-                let v = value("--hub")?;
-                let (name, count) = v
-                    .split_once(':')
-                    .ok_or_else(|| format!("--hub: '{v}' is not NAME:PARTITIONS"))?;
-                let count = count
-                    .parse()
-                    .map_err(|_| format!("--hub: '{count}' is not a partition count"))?;
-                builder.hub(name, count)
-            }
-            "--max-message-size" => {
-                let v = value("--max-message-size")?;
-                builder.max_message_size(
-                    v.parse()
-                        .map_err(|_| format!("--max-message-size: '{v}' is not a byte count"))?,
-                )
-            }
-            "--tls" => builder.tls(true),
-            "--key-name" => {
-                key_name = Some(value("--key-name")?);
-                builder
-            }
-            "--key" => {
-                key = Some(value("--key")?);
-                builder
-            }
-            "--no-auth" => builder.require_authorization(false),
-            "--reject-jwt" => builder.accept_jwt(false),
-            "--consumer-group" => builder.consumer_group(value("--consumer-group")?),
-            "--max-events-per-partition" => {
-                let v = value("--max-events-per-partition")?;
-                builder.max_events_per_partition(v.parse().map_err(|_| {
-                    format!("--max-events-per-partition: '{v}' is not an event count")
-                })?)
-            }
-            "--idle-timeout-ms" => {
-                let v = value("--idle-timeout-ms")?;
-                let ms: u32 = v.parse().map_err(|_| {
-                    format!("--idle-timeout-ms: '{v}' is not a number of milliseconds")
-                })?;
-                builder.idle_timeout(std::time::Duration::from_millis(u64::from(ms)))
-            }
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown flag '{other}'")),
-        };
+    /// Microsoft's emulator configuration file (Config.json): its hubs and consumer groups,
+    /// and Microsoft's documented key unless --key is given.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Prints the hubs, partitions and consumer groups that would be served, and exits.
+    #[arg(long)]
+    print_config: bool,
+
+    /// max-message-size announced on producer links, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = eventhubs_emulator::DEFAULT_MAX_MESSAGE_SIZE)]
+    max_message_size: u64,
+
+    /// Serve amqps with a certificate authority made at start (printed on standard error).
+    #[arg(long)]
+    tls: bool,
+
+    /// Name of the shared access key that signs valid tokens.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_KEY_NAME)]
+    key_name: String,
+
+    /// The shared access key itself.
+    #[arg(long, value_name = "KEY")]
+    key: Option<String>,
+
+    /// Let links attach without a $cbs put-token.
+    #[arg(long)]
+    no_auth: bool,
+
+    /// Refuse JWT tokens (they are accepted unverified otherwise).
+    #[arg(long)]
+    reject_jwt: bool,
+
+    /// A consumer group of every hub besides $Default (repeatable).
+    #[arg(long = "consumer-group", value_name = "NAME")]
+    consumer_groups: Vec<String>,
+
+    /// Keep about N events per partition, dropping the oldest (default: keep every event).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_events_per_partition: Option<u64>,
+
+    /// Idle timeout announced to clients; a connection silent for longer is dropped (0: never).
+    #[arg(long, value_name = "MS", default_value_t = 120_000)]
+    idle_timeout_ms: u32,
+}
+
+/// `NAME:PARTITIONS`, e.g. `telemetry:8`.
+fn parse_hub(text: &str) -> Result<(String, usize), String> {
+    let (name, count) = text
+        .split_once(':')
+        .ok_or_else(|| format!("'{text}' is not NAME:PARTITIONS"))?;
+    let count = count
+        .parse()
+        .map_err(|_| format!("'{count}' is not a partition count"))?;
+    Ok((name.to_string(), count))
+}
+
+impl Cli {
+    /// The emulator this command line asks for.
+    fn builder(&self) -> Result<EmulatorBuilder, String> {
+        let mut builder = Emulator::builder()
+            .port(self.port)
+            .max_message_size(self.max_message_size)
+            .tls(self.tls)
+            .require_authorization(!self.no_auth)
+            .accept_jwt(!self.reject_jwt)
+            .idle_timeout(Duration::from_millis(u64::from(self.idle_timeout_ms)));
+        if let Some(key) = &self.key {
+            builder = builder.shared_access_key(&self.key_name, key);
+        } else if self.key_name != DEFAULT_KEY_NAME {
+            builder = builder.shared_access_key(&self.key_name, DEFAULT_KEY);
+        }
+        if let Some(path) = &self.config {
+            let json = std::fs::read_to_string(path)
+                .map_err(|e| format!("--config: cannot read {}: {e}", path.display()))?;
+            builder = builder
+                .microsoft_config(&json)
+                .map_err(|e| format!("--config {}: {e}", path.display()))?;
+        }
+        for (name, partitions) in &self.hubs {
+            builder = builder.hub(name, *partitions);
+        }
+        for group in &self.consumer_groups {
+            builder = builder.consumer_group(group);
+        }
+        if let Some(events) = self.max_events_per_partition {
+            builder =
+                builder.max_events_per_partition(usize::try_from(events).unwrap_or(usize::MAX));
+        }
+        Ok(builder)
     }
-    if key_name.is_some() || key.is_some() {
-        builder = builder.shared_access_key(
-            key_name.unwrap_or_else(|| eventhubs_emulator::DEFAULT_KEY_NAME.to_string()),
-            key.unwrap_or_else(|| eventhubs_emulator::DEFAULT_KEY.to_string()),
-        );
-    }
-    Ok(builder)
 }
 
 /// Starts listening for Ctrl-C and SIGTERM at once and returns a future that ends on either.
@@ -134,18 +148,26 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let builder = match parse_args(&args) {
+    let cli = Cli::parse();
+    let builder = match cli.builder() {
         Ok(builder) => builder,
-        Err(message) if message.is_empty() => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
         Err(message) => {
-            eprintln!("eventhubs-emulator: {message}\n\n{USAGE}");
+            eprintln!("eventhubs-emulator: {message}");
             return ExitCode::from(2);
         }
     };
+    if cli.print_config {
+        return match builder.effective_config() {
+            Ok(config) => {
+                print!("{config}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("eventhubs-emulator: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let stop = shutdown_signal();
     let emulator = match builder.start().await {
         Ok(emulator) => emulator,
@@ -154,12 +176,21 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    eprintln!(
+        "eventhubs-emulator {} serving {}",
+        env!("CARGO_PKG_VERSION"),
+        emulator.endpoint()
+    );
     if let Some(pem) = emulator.ca_certificate_pem() {
         eprintln!("TLS certificate authority (trust it in your client):\n{pem}");
     }
     println!(
         "EVENTHUBS_CONNECTION_STRING={}",
         emulator.connection_string()
+    );
+    println!(
+        "EVENTHUBS_NAMESPACE_CONNECTION_STRING={}",
+        emulator.namespace_connection_string()
     );
     stop.await;
     let counters = emulator.counters();
@@ -174,27 +205,33 @@ async fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
 
-    fn args(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("eventhubs-emulator").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
     }
 
     #[test]
     fn good_flags_parse() {
-        assert!(parse_args(&args(&[
-            "--port", "0", "--hub", "a:2", "--hub", "b:3", "--tls"
-        ]))
-        .is_ok());
-        assert!(parse_args(&args(&["--key-name", "k", "--key", "v", "--no-auth"])).is_ok());
+        let cli = parse(&["--port", "0", "--hub", "a:2", "--hub", "b:3", "--tls"]).unwrap();
+        assert_eq!(cli.hubs, vec![("a".into(), 2), ("b".into(), 3)]);
+        assert!(cli.builder().is_ok());
+        assert!(parse(&["--key-name", "k", "--key", "v", "--no-auth"]).is_ok());
     }
 
     #[test]
     fn bad_flags_name_the_problem() {
-        let err = |a: &[&str]| parse_args(&args(a)).err().unwrap_or_default();
+        let err = |a: &[&str]| parse(a).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err(&["--port", "x"]).contains("--port"));
         assert!(err(&["--hub", "nocount"]).contains("NAME:PARTITIONS"));
         assert!(err(&["--hub", "h:many"]).contains("partition count"));
         assert!(err(&["--bogus"]).contains("--bogus"));
-        assert!(err(&["--max-message-size"]).contains("needs a value"));
+        assert!(err(&["--max-message-size"]).contains("--max-message-size"));
+        assert!(err(&["--max-events-per-partition", "0"]).contains("--max-events-per-partition"));
     }
 }

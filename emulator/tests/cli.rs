@@ -180,7 +180,7 @@ fn partition_count(reply: &Reply) -> i32 {
 }
 
 #[tokio::test]
-async fn prints_exactly_one_connection_string_line() {
+async fn prints_its_connection_strings_and_its_version() {
     let running = Running::start(SERVE_ARGS).await;
     let addr = running.addr();
     assert!(addr.ip().is_loopback(), "{addr}");
@@ -200,8 +200,21 @@ async fn prints_exactly_one_connection_string_line() {
     assert_eq!(exit.code, Some(0), "stderr: {}", exit.stderr);
     assert_eq!(
         exit.more_stdout,
-        Vec::<String>::new(),
-        "stdout has one line only"
+        vec![format!(
+            "EVENTHUBS_NAMESPACE_CONNECTION_STRING=Endpoint=sb://127.0.0.1:{};SharedAccessKeyName={};SharedAccessKey={};UseDevelopmentEmulator=true;",
+            addr.port(),
+            eventhubs_emulator::DEFAULT_KEY_NAME,
+            eventhubs_emulator::DEFAULT_KEY
+        )],
+        "then the namespace's connection string, and nothing else"
+    );
+    assert!(
+        exit.stderr.starts_with(&format!(
+            "eventhubs-emulator {} serving",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{}",
+        exit.stderr
     );
 }
 
@@ -278,7 +291,7 @@ async fn assert_refused(args: &[&str], expected_code: i32, names: &str) {
 
 #[tokio::test]
 async fn port_that_is_not_a_number_is_refused() {
-    assert_refused(&["--port", "x"], 2, "--port: 'x' is not a port number").await;
+    assert_refused(&["--port", "x"], 2, "invalid value 'x' for '--port <PORT>'").await;
 }
 
 #[tokio::test]
@@ -286,7 +299,7 @@ async fn hub_without_a_partition_count_is_refused() {
     assert_refused(
         &["--port", "0", "--hub", "nocount"],
         2,
-        "--hub: 'nocount' is not NAME:PARTITIONS",
+        "invalid value 'nocount' for '--hub <NAME:PARTITIONS>': 'nocount' is not NAME:PARTITIONS",
     )
     .await;
 }
@@ -303,7 +316,12 @@ async fn hub_with_zero_partitions_is_refused() {
 
 #[tokio::test]
 async fn unknown_flag_is_refused() {
-    assert_refused(&["--port", "0", "--bogus"], 2, "unknown flag '--bogus'").await;
+    assert_refused(
+        &["--port", "0", "--bogus"],
+        2,
+        "unexpected argument '--bogus'",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -311,7 +329,7 @@ async fn max_message_size_without_a_value_is_refused() {
     assert_refused(
         &["--port", "0", "--max-message-size"],
         2,
-        "--max-message-size needs a value",
+        "a value is required for '--max-message-size <BYTES>'",
     )
     .await;
 }
@@ -319,23 +337,138 @@ async fn max_message_size_without_a_value_is_refused() {
 #[tokio::test]
 async fn refusals_print_the_usage() {
     let (_, _, stderr) = run_to_end(&["--bogus"]).await;
-    assert!(stderr.contains("usage: eventhubs-emulator"), "{stderr}");
+    assert!(stderr.contains("Usage: eventhubs-emulator"), "{stderr}");
 }
 
 #[tokio::test]
-async fn help_prints_the_usage_and_exits_0() {
+async fn help_describes_every_flag_and_exits_0() {
     let (code, stdout, stderr) = run_to_end(&["--help"]).await;
     assert_eq!(code, Some(0), "stderr: {stderr}");
-    assert!(stdout.starts_with("usage: eventhubs-emulator"), "{stdout}");
+    assert!(
+        stdout.contains("Usage: eventhubs-emulator [OPTIONS]"),
+        "{stdout}"
+    );
     for flag in [
-        "--port",
-        "--hub NAME:PARTITIONS",
-        "--max-message-size",
+        "--port <PORT>",
+        "--hub <NAME:PARTITIONS>",
+        "--config <FILE>",
+        "--print-config",
+        "--max-message-size <BYTES>",
         "--tls",
+        "--key-name <NAME>",
+        "--key <KEY>",
+        "--no-auth",
+        "--reject-jwt",
+        "--consumer-group <NAME>",
+        "--max-events-per-partition <N>",
+        "--idle-timeout-ms <MS>",
+        "--help",
+        "--version",
     ] {
-        assert!(stdout.contains(flag), "usage mentions {flag}: {stdout}");
+        assert!(stdout.contains(flag), "--help describes {flag}: {stdout}");
     }
     assert_eq!(stderr, "");
+}
+
+#[tokio::test]
+async fn version_prints_the_crate_version() {
+    let (code, stdout, _) = run_to_end(&["--version"]).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        stdout.trim(),
+        format!("eventhubs-emulator {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// Microsoft's sample configuration: a namespace with two hubs, one with a consumer group.
+const MICROSOFT_CONFIG: &str = r#"{
+  "UserConfig": {
+    "NamespaceConfig": [
+      {
+        "Type": "EventHub",
+        "Name": "emulatorNs1",
+        "Entities": [
+          { "Name": "eh1", "PartitionCount": "2", "ConsumerGroups": [ { "Name": "cg1" } ] },
+          { "Name": "eh2", "PartitionCount": "3", "ConsumerGroups": [] }
+        ]
+      }
+    ],
+    "LoggingConfig": { "Type": "File" }
+  }
+}"#;
+
+fn config_file(name: &str, content: &str) -> std::path::PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("eventhubs-emulator-{}-{name}", std::process::id()));
+    std::fs::write(&path, content).expect("write the config");
+    path
+}
+
+#[tokio::test]
+async fn print_config_shows_the_hubs_and_groups_of_a_config_file() {
+    let path = config_file("print.json", MICROSOFT_CONFIG);
+    let path = path.to_str().expect("utf-8 path");
+    let (code, stdout, stderr) = run_to_end(&["--config", path, "--print-config"]).await;
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert!(stdout.contains("address 127.0.0.1:5672"), "{stdout}");
+    assert!(
+        stdout.contains("hub eh1: 2 partitions; consumer groups $Default, cg1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("hub eh2: 3 partitions; consumer groups $Default\n"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("SAS_KEY_VALUE"), "the key is not shown");
+}
+
+#[tokio::test]
+async fn a_config_file_that_is_not_microsofts_format_is_refused() {
+    let path = config_file(
+        "bad.json",
+        r#"{"UserConfig": {"NamespaceConfig": [{"Entities": [{"Name": "x", "PartitionCount": "many"}]}]}}"#,
+    );
+    let path = path.to_str().expect("utf-8 path");
+    assert_refused(
+        &["--config", path],
+        2,
+        "the PartitionCount of 'x' is not a number",
+    )
+    .await;
+    assert_refused(
+        &["--config", "/no/such/Config.json"],
+        2,
+        "--config: cannot read",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_config_file_serves_microsofts_key_and_its_consumer_groups() {
+    let path = config_file("serve.json", MICROSOFT_CONFIG);
+    let path = path.to_str().expect("utf-8 path");
+    let running = Running::start(&["--port", "0", "--config", path]).await;
+    assert_eq!(running.field("SharedAccessKey"), Some("SAS_KEY_VALUE"));
+    assert_eq!(running.field("EntityPath"), Some("eh1"));
+    let mut client = client_for(&running, &["eh1", "eh2"]).await;
+    assert_eq!(
+        partition_count(&client.read("com.microsoft:eventhub", "eh2", None).await),
+        3
+    );
+    // cg1 belongs to eh1 only: reads through it from eh2 are refused as the service does.
+    let _ = client
+        .receiver("eh1/ConsumerGroups/cg1/Partitions/0", None)
+        .await;
+    let refused = receiver_refused(
+        fe2o3_amqp::link::Receiver::attach(
+            &mut client.session,
+            "cg1-on-eh2",
+            "eh2/ConsumerGroups/cg1/Partitions/0",
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(refused, "amqp:not-found");
 }
 
 #[tokio::test]

@@ -150,3 +150,80 @@ async fn microsofts_python_client_publishes_and_reads_back() {
     assert_eq!(keyed, 300, "keyed events stored");
     emulator.shutdown().await;
 }
+
+/// The drop-in recipe: the emulator binary started from a Config.json in Microsoft's format,
+/// on Microsoft's emulator's port, and Microsoft's Python client using the connection string
+/// Microsoft's emulator documents, sending to and reading from every configured hub and
+/// consumer group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn microsofts_client_uses_the_emulator_as_a_drop_in_for_microsofts() {
+    let python = tokio::task::spawn_blocking(interop_python)
+        .await
+        .expect("venv setup");
+    let config = venv_dir().join(format!("drop-in-config-{}.json", std::process::id()));
+    std::fs::write(
+        &config,
+        r#"{
+  "UserConfig": {
+    "NamespaceConfig": [
+      {
+        "Type": "EventHub",
+        "Name": "emulatorNs1",
+        "Entities": [
+          { "Name": "eh1", "PartitionCount": "2",
+            "ConsumerGroups": [ { "Name": "cg1" }, { "Name": "cg2" } ] },
+          { "Name": "eh2", "PartitionCount": "1", "ConsumerGroups": [] }
+        ]
+      }
+    ],
+    "LoggingConfig": { "Type": "File" }
+  }
+}"#,
+    )
+    .expect("write Config.json");
+    // Microsoft's emulator's port: its connection string names no port.
+    let mut emulator = tokio::process::Command::new(env!("CARGO_BIN_EXE_eventhubs-emulator"))
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the emulator binary starts");
+    let stdout = emulator.stdout.take().expect("stdout");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("the emulator prints its connection string in time")
+        .expect("stdout is readable");
+    assert!(
+        first.is_some(),
+        "the emulator did not start on port 5672 (is the port taken?)"
+    );
+    let connection_string = "Endpoint=sb://localhost;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;";
+    let script = interop_dir().join("drop_in.py");
+    let child = tokio::process::Command::new(&python)
+        .arg(&script)
+        .env("EVENTHUBS_CONNECTION_STRING", connection_string)
+        .env("DROP_IN_HUBS", "eh1=cg1,cg2;eh2=")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(240), child)
+        .await
+        .expect("the drop-in script finishes within 4 minutes")
+        .expect("the drop-in script runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    let _ = std::fs::remove_file(&config);
+    assert!(
+        output.status.success(),
+        "Microsoft's client failed against the drop-in:\n--- stdout\n{stdout}\n--- stderr\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for line in ["eh1 / $Default", "eh1 / cg1", "eh1 / cg2", "eh2 / $Default"] {
+        assert!(
+            stdout.contains(&format!("{line}: 20 of 20 read back")),
+            "{line}: {stdout}"
+        );
+    }
+}

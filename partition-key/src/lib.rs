@@ -7,6 +7,7 @@
 //! 16-bit value, and takes the absolute value of its truncating remainder by the partition
 //! count. This crate is that function, checked against the published vectors.
 #![deny(missing_docs)]
+#![cfg_attr(not(test), no_std)]
 
 /// Computes the service's 16-bit hash of a partition key.
 ///

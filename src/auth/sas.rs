@@ -119,24 +119,23 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// Every byte but an ASCII letter, digit or `-_.~` (RFC 3986's unreserved characters).
+const NOT_UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// Percent-encodes every byte other than an ASCII letter, digit or `-_.~`, with uppercase hex.
 fn percent_encode(text: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0x0f)]));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(text, NOT_UNRESERVED).to_string()
 }
 
 /// Undoes percent-encoding (either case of hex) and reads `+` as a space, as Python's
 /// `quote_plus` writes it; `None` if an escape is malformed or the bytes are not UTF-8.
+/// Written here rather than with `percent_encoding::percent_decode_str`, which passes
+/// malformed escapes through unchanged and keeps `+`: a token with a malformed escape must be
+/// refused, and Python's client writes spaces as `+`.
 fn percent_decode(text: &str) -> Option<String> {
     let mut bytes = Vec::with_capacity(text.len());
     let mut rest = text.bytes();

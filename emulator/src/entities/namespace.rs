@@ -21,6 +21,8 @@ pub(crate) struct Settings {
     pub require_authorization: bool,
     pub accept_jwt: bool,
     pub consumer_groups: Vec<String>,
+    /// Consumer groups of one hub only (by hub name, lower case), as a Config.json gives them.
+    pub hub_consumer_groups: HashMap<String, Vec<String>>,
     /// Most events kept per partition; None keeps every event.
     pub retention: Option<usize>,
     /// The idle timeout announced in the open; a connection silent for longer is dropped.
@@ -263,10 +265,18 @@ impl Namespace {
         self.detach_orders.send(order).unwrap_or(0)
     }
 
-    pub(crate) fn is_consumer_group(&self, name: &str) -> bool {
+    /// Whether `hub` has the consumer group `name`: one of every hub's, or one of its own.
+    pub(crate) fn is_consumer_group(&self, hub: &str, name: &str) -> bool {
+        let own = self
+            .settings
+            .hub_consumer_groups
+            .get(&hub.to_ascii_lowercase())
+            .into_iter()
+            .flatten();
         self.settings
             .consumer_groups
             .iter()
+            .chain(own)
             .any(|g| g.eq_ignore_ascii_case(name))
     }
 
@@ -316,6 +326,7 @@ mod tests {
             require_authorization: true,
             accept_jwt: true,
             consumer_groups: vec!["$Default".into()],
+            hub_consumer_groups: Default::default(),
             retention: None,
             idle_timeout: crate::entities::namespace::SERVICE_IDLE_TIMEOUT,
         };
@@ -331,7 +342,7 @@ mod tests {
         assert_eq!(hub.grow_to(4), 4);
         assert_eq!(hub.grow_to(3), 4);
         assert!(hub.partition("3").is_some());
-        assert!(ns.is_consumer_group("$default"));
+        assert!(ns.is_consumer_group("hub", "$default"));
     }
 
     #[test]

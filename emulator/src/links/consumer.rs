@@ -115,7 +115,7 @@ pub(crate) fn check(
         .ns
         .hub(hub_name)
         .ok_or_else(|| LinkRefusal::not_found(hub_name))?;
-    if !ctx.ns.is_consumer_group(consumer_group) {
+    if !ctx.ns.is_consumer_group(hub_name, consumer_group) {
         return Err(LinkRefusal::not_found(&format!(
             "{hub_name}/ConsumerGroups/{consumer_group}"
         )));

@@ -186,6 +186,7 @@ mod tests {
             require_authorization: true,
             accept_jwt: true,
             consumer_groups: vec!["$Default".into()],
+            hub_consumer_groups: Default::default(),
             retention: None,
             idle_timeout: crate::entities::namespace::SERVICE_IDLE_TIMEOUT,
         };

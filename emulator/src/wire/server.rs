@@ -40,6 +40,29 @@ fn product_properties() -> OrderedMap<Symbol, Value> {
     props
 }
 
+/// The segment size the emulator announces, as a peer across a real network would (Ethernet's
+/// 1460). Over loopback the kernel would otherwise negotiate about 65,000, and Microsoft's
+/// Python client, which reads its socket's TCP options back and sets them again, fails with
+/// EINVAL on a maximum segment size above 32,767 whenever the handshake completed first.
+const MAX_SEGMENT_SIZE: u32 = 1460;
+
+/// Binds the listening socket (address reuse, as any server; the segment size above).
+pub(crate) fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    socket.set_tcp_mss(MAX_SEGMENT_SIZE)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
 /// Serves connections until `shutdown` turns true.
 pub(crate) async fn serve(
     listener: TcpListener,
