@@ -31,7 +31,8 @@
 // loop, TLS, SASL, framing), `links/` (attach dispatch, producer and consumer links, the
 // request links of the services), `services/` (`$cbs`, `$management`), `entities/`
 // (namespace, stored partitions, routing, idempotence); below them `faults.rs`,
-// `connection.rs` (per-connection grants and reply routes), `message.rs`, `sas.rs`, `config.rs` (Microsoft's Config.json).
+// `connection.rs` (per-connection grants and reply routes), `message.rs`, `sas.rs`, and
+// `config.rs` (Microsoft's Config.json).
 pub mod config;
 mod connection;
 mod emulator;
