@@ -216,6 +216,7 @@ enum Faulty {
 }
 
 struct Run {
+    faulty: Faulty,
     events_per_task: usize,
     enqueued: usize,
     outcomes: HashMap<String, Vec<Option<ErrorKind>>>,
@@ -339,6 +340,7 @@ async fn run(idempotent: bool, faulty: Faulty) -> Run {
     }
     let outcomes = std::mem::take(&mut *handler.0.outcomes.lock().unwrap());
     Run {
+        faulty,
         events_per_task,
         enqueued: enqueued.load(Ordering::Relaxed),
         outcomes,
@@ -378,7 +380,8 @@ impl Run {
             })
             .count();
         println!(
-            "chaos (idempotent: {idempotent}) in {:.1?}: enqueued {}, succeeded {}, failed {:?}, stored {} distinct, duplicates {}, stored although reported failed {}, faults {:?}",
+            "chaos ({:?} faults, idempotent: {idempotent}) in {:.1?}: enqueued {}, succeeded {}, failed {:?}, stored {} distinct, duplicates {}, stored although reported failed {}, faults {:?}",
+            self.faulty,
             self.elapsed,
             self.enqueued,
             self.succeeded().count(),
