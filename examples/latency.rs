@@ -18,6 +18,8 @@
 
 #[path = "support/child_emulator.rs"]
 mod child_emulator;
+#[path = "support/process.rs"]
+mod process;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -90,19 +92,16 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[index] as f64 / 1000.0
 }
 
-/// Enqueues at `rate` events/s for `seconds`, paced in 1 ms steps; returns p50, p99 (ms) and
-/// the mean events per batch.
-async fn steady(
+/// A producer whose links are warm (8 events sent and reported), with its recordings cleared,
+/// and the instant event stamps count from.
+async fn warmed_up(
     connection_string: &str,
     options: BufferedProducerOptions,
-    rate: u64,
-    seconds: u64,
-) -> Result<(f64, f64, f64), BoxError> {
+) -> Result<(BufferedProducerClient, Arc<Recorded>, Instant), BoxError> {
     let origin = Instant::now();
     let recorded = Arc::new(Recorded::default());
     let producer = producer(connection_string, options, origin, recorded.clone())?;
     producer.partition_ids().await?;
-    // Warm the links, then measure from a clean slate.
     for _ in 0..8 {
         producer
             .enqueue_event(stamped(origin), EnqueueOptions::default())
@@ -116,6 +115,18 @@ async fn steady(
         .clear();
     recorded.batches.store(0, Ordering::Relaxed);
     recorded.events.store(0, Ordering::Relaxed);
+    Ok((producer, recorded, origin))
+}
+
+/// Enqueues at `rate` events/s for `seconds`, paced in 1 ms steps; returns p50, p99 (ms) and
+/// the mean events per batch.
+async fn steady(
+    connection_string: &str,
+    options: BufferedProducerOptions,
+    rate: u64,
+    seconds: u64,
+) -> Result<(f64, f64, f64), BoxError> {
+    let (producer, recorded, origin) = warmed_up(connection_string, options).await?;
 
     let total = rate * seconds;
     let started = Instant::now();
@@ -148,14 +159,6 @@ async fn steady(
     ))
 }
 
-/// CPU time of this process so far (user and system), from /proc (Linux only).
-fn cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
-}
-
 /// 4 tasks enqueue `events` as fast as they can; returns events/s, CPU ns per event and the
 /// mean events per batch.
 async fn full_load(
@@ -163,19 +166,8 @@ async fn full_load(
     options: BufferedProducerOptions,
     events: u64,
 ) -> Result<(f64, f64, f64), BoxError> {
-    let origin = Instant::now();
-    let recorded = Arc::new(Recorded::default());
-    let producer = producer(connection_string, options, origin, recorded.clone())?;
-    producer.partition_ids().await?;
-    for _ in 0..8 {
-        producer
-            .enqueue_event(stamped(origin), EnqueueOptions::default())
-            .await?;
-    }
-    producer.flush().await?;
-    recorded.batches.store(0, Ordering::Relaxed);
-    recorded.events.store(0, Ordering::Relaxed);
-    let cpu_before = cpu_time();
+    let (producer, recorded, origin) = warmed_up(connection_string, options).await?;
+    let cpu_before = process::cpu_time();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..4 {
@@ -195,7 +187,7 @@ async fn full_load(
     producer.flush().await?;
     let elapsed = started.elapsed();
     let cpu = cpu_before
-        .zip(cpu_time())
+        .zip(process::cpu_time())
         .map_or(f64::NAN, |(a, b)| (b - a).as_nanos() as f64 / events as f64);
     producer.close().await?;
     let batches = recorded.batches.load(Ordering::Relaxed).max(1);

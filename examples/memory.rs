@@ -24,6 +24,8 @@
 
 #[path = "support/child_emulator.rs"]
 mod child_emulator;
+#[path = "support/process.rs"]
+mod process;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -66,14 +68,6 @@ static ALLOCATOR: Counting = Counting;
 const TASKS: usize = 8;
 const EVENT_SIZE: usize = 1024;
 const MEASURE: &str = "--measure";
-
-/// Peak resident memory of this process, in MiB (Linux only).
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
 
 #[derive(Default)]
 struct Counts {
@@ -152,14 +146,11 @@ async fn measure_stall(bound_mib: usize, stall: Duration) -> Result<String, BoxE
         tokio::spawn(async {
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                let rss = std::fs::read_to_string("/proc/self/status")
-                    .ok()
-                    .and_then(|s| {
-                        s.lines()
-                            .find(|l| l.starts_with("VmRSS:"))
-                            .map(str::to_string)
-                    });
-                eprintln!("live {} MiB, {:?}", LIVE.load(Ordering::Relaxed) / MIB, rss);
+                let rss = process::rss_mib().unwrap_or(f64::NAN);
+                eprintln!(
+                    "live {} MiB, resident {rss:.0} MiB",
+                    LIVE.load(Ordering::Relaxed) / MIB
+                );
             }
         });
     }
@@ -174,7 +165,7 @@ async fn measure_stall(bound_mib: usize, stall: Duration) -> Result<String, BoxE
     }
     producer.close().await?;
     let after = counts.published.load(Ordering::Relaxed) - before_recovery;
-    let peak = peak_rss_mib().unwrap_or(f64::NAN);
+    let peak = process::peak_rss_mib().unwrap_or(f64::NAN);
     let peak_live = PEAK_LIVE.load(Ordering::Relaxed) as f64 / MIB as f64;
     emulator.stop().await;
     Ok(format!(
@@ -202,7 +193,7 @@ async fn measure_load(partitions: usize, events: u64) -> Result<String, BoxError
     let elapsed = started.elapsed();
     producer.close().await?;
     let published = counts.published.load(Ordering::Relaxed);
-    let peak = peak_rss_mib().unwrap_or(f64::NAN);
+    let peak = process::peak_rss_mib().unwrap_or(f64::NAN);
     emulator.stop().await;
     Ok(format!(
         "{partitions} {:.0} {peak:.0} {published}",

@@ -19,6 +19,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "support/process.rs"]
+mod process;
+
 use eventhubs_buffered::{
     BufferedProducerClient, BufferedProducerOptions, EnqueueOptions, EventData, RetryOptions,
 };
@@ -46,14 +49,6 @@ struct Args {
     /// Publish without idempotent retries.
     #[arg(long)]
     no_idempotence: bool,
-}
-
-/// Resident memory of this process now, from /proc (Linux only).
-fn rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
 }
 
 #[derive(Default)]
@@ -200,7 +195,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let succeeded = tallies.succeeded.load(Ordering::Relaxed);
         let failed = tallies.failed_total();
         let per_second = (succeeded - last_succeeded) as f64 / 60.0;
-        let rss = rss_mib().unwrap_or(0.0);
+        let rss = process::rss_mib().unwrap_or(0.0);
         println!(
             "{minute:>6}  {per_second:>11.0}  {:>6}  {rss:>4.0} MiB  {:>8}",
             failed - last_failed,

@@ -24,6 +24,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "support/process.rs"]
+mod process;
+
 use eventhubs_buffered::{
     BufferedProducerClient, BufferedProducerOptions, CreateBatchOptions, EnqueueOptions, EventData,
     EventDataBatch, ProducerClient, ProducerClientOptions,
@@ -112,19 +115,6 @@ fn parse_args() -> Args {
     }
 }
 
-/// Peak resident memory of this process since the last reset, from /proc (Linux only).
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
-/// Starts a new peak-memory measurement (Linux: writing 5 to clear_refs resets VmHWM).
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
 struct Measured {
     rate: f64,
     peak: Option<f64>,
@@ -145,12 +135,7 @@ struct Usage {
 
 fn usage() -> Option<Usage> {
     let at = Instant::now();
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The fields after the command name, which is in parentheses and may contain spaces.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // The kernel reports these in USER_HZ, 100 on every Linux platform Rust supports.
-    let cpu = Duration::from_millis(ticks * 10);
+    let cpu = process::cpu_time()?;
     let mut threads = Vec::new();
     for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
         let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
@@ -400,7 +385,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     where
         F: std::future::Future<Output = Result<(f64, Option<Used>), Box<dyn std::error::Error>>>,
     {
-        reset_peak_rss();
+        process::reset_peak_rss();
         let before = emulator.counters();
         let (rate, used) = phase.await?;
         let after = emulator.counters();
@@ -408,7 +393,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let stored = after.events_stored - before.events_stored;
         Ok(Measured {
             rate,
-            peak: peak_rss_mib(),
+            peak: process::peak_rss_mib(),
             per_delivery: stored as f64 / deliveries.max(1) as f64,
             used,
         })
