@@ -54,8 +54,15 @@ fn pinned_requirement() -> String {
         .to_string()
 }
 
-/// A Python with the pinned azure-eventhub, making the venv when needed.
+/// A Python with the pinned azure-eventhub, made once per test binary: the tests run in
+/// parallel, and two `python -m venv` on one fresh directory trip over each other.
 fn interop_python() -> PathBuf {
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(prepare_interop_python).clone()
+}
+
+/// Makes (or completes) the venv and installs the pinned client when it is missing.
+fn prepare_interop_python() -> PathBuf {
     let python3 = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
     if Command::new(&python3).arg("--version").output().is_err() {
         panic!(
@@ -66,8 +73,11 @@ fn interop_python() -> PathBuf {
     let venv = venv_dir();
     let python = venv.join("bin").join("python");
     if !python.exists() {
+        // `--clear`: a venv left half-made by an interrupted run is made again.
         run(
-            Command::new(&python3).args(["-m", "venv"]).arg(&venv),
+            Command::new(&python3)
+                .args(["-m", "venv", "--clear"])
+                .arg(&venv),
             "creating the venv",
         );
     }
