@@ -16,8 +16,9 @@
 //! automatically, half with one of 64 partition keys. The producer batches them per partition
 //! and reports every batch to the handlers, which count what was confirmed and what failed.
 //! A progress bar of confirmed events is drawn on stderr when stdout is a terminal. At the end
-//! it prints a per-partition table, the totals and the throughput, and exits non-zero if any
-//! event failed. `RUST_LOG=info` (or `debug`) logs what the producer does, on stderr.
+//! it prints a per-partition table, the totals and the throughput, a summary of the producer's
+//! own metrics (batch sizes, send durations, enqueue-to-publish latency), and exits non-zero if
+//! any event failed. `RUST_LOG=info` (or `debug`) logs what the producer does, on stderr.
 
 use std::collections::HashMap;
 use std::env::{self, VarError};
@@ -27,8 +28,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use eventhubs_buffered::{
-    BufferedProducerClient, EnqueueOptions, ErrorKind, EventData, SendFailedContext,
-    SendSucceededContext,
+    BufferedProducerClient, EnqueueOptions, ErrorKind, EventData, ProducerMetrics,
+    SendFailedContext, SendSucceededContext,
 };
 use eventhubs_emulator::Emulator;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -287,6 +288,29 @@ fn print_totals(enqueued: u64, tally: &Tally, elapsed: Duration) {
     );
 }
 
+/// What the producer measured itself (`BufferedProducerClient::metrics`): batch sizes, send
+/// durations and how long events waited from enqueue to publish.
+fn print_metrics(metrics: &ProducerMetrics) {
+    let total = &metrics.total;
+    println!();
+    println!(
+        "producer metrics: {} batches, {} retries, {} reconnects",
+        total.batch_events.count, total.retries, metrics.reconnects
+    );
+    println!(
+        "  events per batch: p50 {}  p99 {}  max {}",
+        total.batch_events.p50, total.batch_events.p99, total.batch_events.max
+    );
+    println!(
+        "  send duration:    p50 {:?}  p99 {:?}  max {:?}",
+        total.send_duration.p50, total.send_duration.p99, total.send_duration.max
+    );
+    println!(
+        "  enqueue to publish: p50 {:?}  p99 {:?}  max {:?}",
+        total.publish_latency.p50, total.publish_latency.p99, total.publish_latency.max
+    );
+}
+
 /// The emulator is the ground truth: every confirmed event must be stored, and nothing else.
 fn check_emulator(emulator: &Emulator, confirmed: u64) -> Result<(), BoxError> {
     let stored = emulator.total_event_count(EMULATOR_HUB)? as u64;
@@ -337,6 +361,7 @@ async fn main() -> Result<(), BoxError> {
 
     print_partition_table(&partition_ids, &tally);
     print_totals(enqueued, &tally, elapsed);
+    print_metrics(&producer.metrics());
     if let Some(emulator) = &destination.emulator {
         check_emulator(emulator, tally.confirmed())?;
     }

@@ -61,6 +61,36 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// A stable, low-cardinality identifier of the kind in snake case (`"server_busy"`,
+    /// `"timeout"`, ...), for metric attributes and log fields; the metrics and spans of the
+    /// `opentelemetry` feature carry it as `error.type`. Identifiers never change once
+    /// released; new kinds get new ones.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidConnectionString => "invalid_connection_string",
+            Self::InvalidArgument => "invalid_argument",
+            Self::Unauthorized => "unauthorized",
+            Self::NotFound => "not_found",
+            Self::MessageTooLarge => "message_too_large",
+            Self::QuotaExceeded => "quota_exceeded",
+            Self::ServerBusy => "server_busy",
+            Self::Timeout => "timeout",
+            Self::ServiceError => "service_error",
+            Self::ConnectionLost => "connection_lost",
+            Self::ConnectionFailed => "connection_failed",
+            Self::HostNotFound => "host_not_found",
+            Self::LinkDetached => "link_detached",
+            Self::OutOfOrderSequence => "out_of_order_sequence",
+            Self::ProducerEpochStolen => "producer_epoch_stolen",
+            Self::Credential => "credential",
+            Self::Tls => "tls",
+            Self::Closed => "closed",
+            Self::Abandoned => "abandoned",
+            Self::BufferFull => "buffer_full",
+            Self::PartitionPaused => "partition_paused",
+        }
+    }
+
     /// Whether an operation that failed this way may succeed if tried again.
     pub fn is_transient(self) -> bool {
         matches!(

@@ -119,6 +119,17 @@
 //! yet published). Dropping the last handle without closing closes on a multi-thread runtime
 //! (blocking the dropping thread until done) and in the background elsewhere; what a runtime
 //! shutdown cuts off is logged at error level with its count.
+//!
+//! # Metrics and tracing
+//!
+//! [`metrics`](BufferedProducerClient::metrics) returns a [`ProducerMetrics`] snapshot, per
+//! partition and in total: events enqueued, published, failed (by kind) and abandoned, what is
+//! buffered, retries and reconnects, and distributions of batch sizes, send durations and
+//! enqueue-to-publish latency. Every batch send runs in a `tracing` span (`send`, with the
+//! partition, the event count and, on failure, `error.type`), as do `flush` and `close`. The
+//! `opentelemetry` feature adds OpenTelemetry instruments and spans named as OpenTelemetry's
+//! messaging conventions name them, and, when asked, puts the enqueuing span's trace context
+//! on each event (`OpenTelemetryOptions`, set with `BufferedProducerOptions::with_opentelemetry`).
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -133,6 +144,7 @@ mod idempotence;
 mod producer;
 mod properties;
 mod retry;
+mod telemetry;
 
 pub use batch::{
     BatchTarget, CreateBatchOptions, EventDataBatch, TryAddError, MAX_PARTITION_KEY_LENGTH,
@@ -153,3 +165,7 @@ pub use idempotence::PublishedSequenceNumbers;
 pub use producer::{ProducerClient, ProducerClientOptions, SendEventOptions};
 pub use properties::{EventHubProperties, PartitionProperties};
 pub use retry::{RetryMode, RetryOptions};
+#[cfg(feature = "opentelemetry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
+pub use telemetry::OpenTelemetryOptions;
+pub use telemetry::{Distribution, PartitionMetrics, ProducerMetrics};

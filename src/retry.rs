@@ -274,6 +274,7 @@ impl RetryPolicy {
                 return Err(error);
             }
             let delay = self.delay_for(try_number, &error);
+            crate::telemetry::retrying(try_number, &error);
             tracing::warn!(
                 operation,
                 try_number,

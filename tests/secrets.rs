@@ -197,7 +197,7 @@ async fn a_full_session_logs_no_key_and_no_token() {
         "token renewal failed",
         "com.microsoft:auth-failed",
         "retry",
-        "send_batch",
+        "messaging.batch.message_count",
         "the application logs the error",
         "eventhubs_emulator",
     ] {

@@ -140,6 +140,11 @@ impl AmqpConnection {
         self.closed.load(Ordering::SeqCst)
     }
 
+    /// Times a connection was opened after the first.
+    pub(crate) fn reconnects(&self) -> u64 {
+        self.generations.load(Ordering::Relaxed).saturating_sub(1)
+    }
+
     /// The live connection, opened if there is none or the last one was lost.
     async fn live(&self) -> Result<MutexGuard<'_, Option<Live>>, Failure> {
         if self.is_closed() {

@@ -6,14 +6,26 @@ use super::budget::{ByteBudget, Reservation};
 use super::inbox::Inbox;
 use crate::event::{EventData, PropertyValue};
 
-/// Gives the space of `reservation` back to the partition's slots and the byte budget; `count`
-/// events (those the reservation was for, 0 for events never queued) are no longer buffered.
-pub(crate) fn release(inbox: &Inbox, budget: &ByteBudget, count: usize, reservation: Reservation) {
+/// Gives the space of `reservation`, held by no queued event (an enqueue that did not
+/// complete), back to the partition's slots and the byte budget.
+pub(crate) fn release(inbox: &Inbox, budget: &ByteBudget, reservation: Reservation) {
+    if reservation.slots() > 0 {
+        inbox.release(0, 0, reservation.slots());
+    }
+    budget.give_back(reservation.bytes());
+}
+
+/// Gives the space `count` queued events held back (the actor, once their batch is sent or
+/// failed): they are no longer buffered.
+pub(crate) fn release_queued(
+    inbox: &Inbox,
+    budget: &ByteBudget,
+    count: usize,
+    reservation: Reservation,
+) {
     // Counts and slots first: an enqueuer woken by the freed space must not be counted on top
     // of the events it replaces (the counts would briefly exceed the partition's limit).
-    if count > 0 || reservation.slots() > 0 {
-        inbox.release(count, reservation.slots());
-    }
+    inbox.release(count, reservation.bytes(), reservation.slots());
     budget.give_back(reservation.bytes());
 }
 
@@ -58,7 +70,7 @@ impl SlotGuard<'_> {
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
         if let Some(reservation) = self.reservation.take() {
-            self.inbox.release(0, reservation.slots());
+            self.inbox.release(0, 0, reservation.slots());
         }
     }
 }
@@ -122,7 +134,7 @@ mod tests {
         );
         a.merge(b);
         assert_eq!(budget.available(), 200);
-        release(&events, &budget, 0, a);
+        release(&events, &budget, a);
         assert!(events.try_take_slot().is_some() && events.try_take_slot().is_some());
         assert_eq!(budget.available(), 1000);
     }
@@ -135,7 +147,7 @@ mod tests {
             .await
             .expect("passes alone");
         assert_eq!(budget.available(), 0);
-        release(&events, &budget, 0, r);
+        release(&events, &budget, r);
         assert_eq!(budget.available(), 1000);
     }
 
@@ -156,7 +168,7 @@ mod tests {
             events.may_have_room(),
             "the waiting acquire's slot came back"
         );
-        release(&events, &budget, 0, held);
+        release(&events, &budget, held);
         assert_eq!(budget.available(), 1000);
     }
 
@@ -167,7 +179,7 @@ mod tests {
         let r = acquire_for_handler(&events, &budget, 10);
         assert_eq!(r.slots(), 0);
         assert_eq!(r.bytes(), 10);
-        release(&events, &budget, 0, r);
+        release(&events, &budget, r);
         assert!(!events.may_have_room(), "nothing taken, nothing given back");
     }
 

@@ -18,6 +18,7 @@ use super::sender::BatchSender;
 use crate::error::{Error, ErrorKind, Result};
 use crate::producer::ProducerClient;
 use crate::properties::{EventHubProperties, PartitionProperties};
+use crate::telemetry::Telemetry;
 
 /// The producer's state, shared by its handles.
 pub(crate) struct Core {
@@ -86,6 +87,24 @@ impl std::fmt::Debug for BufferedProducerClient {
     }
 }
 
+/// The OpenTelemetry instrumentation the options ask for (none without the feature).
+fn telemetry_for(
+    options: &BufferedProducerOptions,
+    producer: Option<&ProducerClient>,
+) -> Telemetry {
+    #[cfg(feature = "opentelemetry")]
+    return Telemetry::new(
+        options.opentelemetry.as_ref(),
+        producer.map_or("", |p| p.fully_qualified_namespace()),
+        producer.map_or("", |p| p.eventhub_name()),
+    );
+    #[cfg(not(feature = "opentelemetry"))]
+    {
+        let _ = (options, producer);
+        Telemetry::default()
+    }
+}
+
 impl BufferedProducerClient {
     /// Puts a producer together: actors send through `sender`; `reporters` makes the
     /// partitions' reporters, given a reference to the producer that does not keep it alive.
@@ -95,6 +114,7 @@ impl BufferedProducerClient {
         sender: Arc<dyn BatchSender>,
         reporters: impl FnOnce(WeakProducer) -> Arc<dyn StartReporter>,
     ) -> Self {
+        let telemetry = telemetry_for(&options, producer.as_ref());
         let core = Arc::new_cyclic(|weak: &std::sync::Weak<Core>| {
             let refresh_from = weak.clone();
             let settings = Arc::new(ActorSettings {
@@ -115,6 +135,7 @@ impl BufferedProducerClient {
                         BufferedProducerClient { core }.refresh_partitions();
                     }
                 }),
+                telemetry,
             });
             Core {
                 budget: settings.budget.clone(),

@@ -90,6 +90,11 @@ impl Queued {
         self.ticket.bytes = self.ticket.bytes.saturating_add(bytes);
     }
 
+    /// Bytes of the budget the event holds.
+    pub(crate) fn held_bytes(&self) -> u32 {
+        self.ticket.bytes
+    }
+
     /// Space reserved for the event is now held by it too.
     pub(crate) fn hold(&mut self, reservation: Reservation) {
         if reservation.slots() > 0 {

@@ -13,7 +13,7 @@
 //! The lock is held only to push, swap or count, never across an await.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 
 use tokio::sync::Notify;
@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use super::budget::{ByteBudget, Reservation};
 use super::command::{Command, Line, Parcel};
 use super::outcome::OutcomeSender;
+use crate::telemetry::QueueCounts;
 
 /// Why an event was not queued; the event comes back with it, holding what it held before.
 pub(crate) enum Refused {
@@ -69,6 +70,8 @@ struct State {
     /// Event slots free: the partition's limit minus the slots that queued, batched and
     /// in-flight events hold.
     free_slots: u32,
+    /// Bytes of the budget the buffered events hold (for the metrics; saturates at 4 GiB).
+    held_bytes: u32,
     /// The actor found the queue empty and waits: the next push wakes it.
     actor_waiting: bool,
     /// No more commands are taken; those queued are still handed to the actor.
@@ -92,6 +95,10 @@ pub(crate) struct Inbox {
     /// Whether the partition filled up since the actor last cleared this (when it started a
     /// send): the partition is under pressure, and batches should fill before they go.
     filled_up: AtomicBool,
+    /// Events released so far (sent or failed): with `buffered`, what was ever queued.
+    /// Written under the state's lock, by the actor only, so a snapshot taken under the lock
+    /// sees both counts agree; apart from the state so that enqueues never touch it.
+    released: AtomicU64,
     /// Wakes the actor when it waits for commands.
     wake: Notify,
     /// Wakes enqueuers waiting for a slot when slots are given back.
@@ -121,11 +128,13 @@ impl Inbox {
                 closed: false,
                 buffered: 0,
                 free_slots: slots,
+                held_bytes: 0,
                 credit: 0,
             }),
             outcomes: Mutex::new(VecDeque::new()),
             full: AtomicBool::new(slots == 0),
             filled_up: AtomicBool::new(false),
+            released: AtomicU64::new(0),
             wake: Notify::new(),
             room: Notify::new(),
         }
@@ -189,6 +198,7 @@ impl Inbox {
             event.queued.hold_slot();
         }
         state.buffered = state.buffered.saturating_add(1);
+        state.held_bytes = state.held_bytes.saturating_add(event.queued.held_bytes());
         let Parcel {
             mut queued,
             outcome,
@@ -330,15 +340,30 @@ impl Inbox {
         self.lock().buffered as usize
     }
 
-    /// `count` events are no longer buffered (sent or failed, 0 for events never queued) and
-    /// `slots` slots are free again. Both change together, under the lock: an enqueuer that
-    /// takes a freed slot is never counted on top of the event it replaces.
-    pub(crate) fn release(&self, count: usize, slots: usize) {
+    /// Events accepted so far, those buffered now and the bytes they hold, read together.
+    pub(crate) fn queue_counts(&self) -> QueueCounts {
+        let state = self.lock();
+        let buffered = u64::from(state.buffered);
+        QueueCounts {
+            enqueued: self.released.load(Ordering::Relaxed) + buffered,
+            buffered_events: buffered,
+            buffered_bytes: u64::from(state.held_bytes),
+        }
+    }
+
+    /// `count` queued events, holding `bytes` of the budget, are no longer buffered (sent or
+    /// failed; 0 and 0 for space of events never queued) and `slots` slots are free again.
+    /// All change together, under the lock: an enqueuer that takes a freed slot is never
+    /// counted on top of the event it replaces.
+    pub(crate) fn release(&self, count: usize, bytes: usize, slots: usize) {
         {
             let mut state = self.lock();
+            self.released.fetch_add(count as u64, Ordering::Relaxed);
             let count = u32::try_from(count).unwrap_or(u32::MAX);
             let slots = u32::try_from(slots).unwrap_or(u32::MAX);
+            let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
             state.buffered = state.buffered.saturating_sub(count);
+            state.held_bytes = state.held_bytes.saturating_sub(bytes);
             let was_full = state.free_slots == 0;
             state.free_slots = state.free_slots.saturating_add(slots);
             if was_full && state.free_slots > 0 {

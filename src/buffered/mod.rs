@@ -9,6 +9,7 @@
 //! - `enqueue/`: the enqueue pipeline, choose a partition -> reserve space -> push, and
 //!   enqueueing a whole stream;
 //! - `shutdown.rs`: flush, close, close_abandoning, drop;
+//! - `metrics.rs`: the producer's metrics snapshot (recorded in `crate::telemetry`);
 //! - `client.rs`: the handle every clone shares, its first connection and its accessors;
 //! - `routing.rs`: which partition: explicit id, the service's key hash, round-robin;
 //! - `partitions.rs`: the partition list, its refresh and the per-thread copy of it;
@@ -32,6 +33,7 @@ mod context;
 mod enqueue;
 mod handler;
 mod inbox;
+mod metrics;
 mod options;
 mod outcome;
 mod partitioner;

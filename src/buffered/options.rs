@@ -128,6 +128,12 @@ pub struct BufferedProducerOptions {
     /// Maps partition keys to partitions. Default: None, the service's own hash
     /// ([`ServicePartitioner`](crate::ServicePartitioner)).
     pub partitioner: Option<Arc<dyn Partitioner>>,
+    /// OpenTelemetry metrics, spans and trace-context propagation (feature
+    /// `opentelemetry`). Default: None, no OpenTelemetry records; the
+    /// [`metrics`](super::BufferedProducerClient::metrics) snapshot is there either way.
+    #[cfg(feature = "opentelemetry")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
+    pub opentelemetry: Option<crate::telemetry::OpenTelemetryOptions>,
     /// How long [`close`](super::BufferedProducerClient::close) and
     /// [`close_abandoning`](super::BufferedProducerClient::close_abandoning) wait for one
     /// handler call that does not return, 1 ms to 1 hour. Default: 30 s.
@@ -154,6 +160,8 @@ impl Default for BufferedProducerOptions {
             send_when_idle: true,
             pause_partition_on_failure: false,
             partitioner: None,
+            #[cfg(feature = "opentelemetry")]
+            opentelemetry: None,
             max_buffered_events_per_partition: DEFAULT_MAX_BUFFERED_EVENTS_PER_PARTITION,
             max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
             max_concurrent_sends: DEFAULT_MAX_CONCURRENT_SENDS,
@@ -168,7 +176,8 @@ impl Default for BufferedProducerOptions {
 
 impl std::fmt::Debug for BufferedProducerOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BufferedProducerOptions")
+        let mut debug = f.debug_struct("BufferedProducerOptions");
+        debug
             .field("max_wait_time", &self.max_wait_time)
             .field("send_when_idle", &self.send_when_idle)
             .field(
@@ -195,8 +204,10 @@ impl std::fmt::Debug for BufferedProducerOptions {
                 &self.partitioner.as_ref().map_or("service", |_| "custom"),
             )
             .field("handler_shutdown_timeout", &self.handler_shutdown_timeout)
-            .field("client", &self.client)
-            .finish()
+            .field("client", &self.client);
+        #[cfg(feature = "opentelemetry")]
+        debug.field("opentelemetry", &self.opentelemetry);
+        debug.finish()
     }
 }
 
@@ -221,6 +232,14 @@ impl BufferedProducerOptions {
     /// guard).
     pub fn with_pause_partition_on_failure(mut self, pause: bool) -> Self {
         self.pause_partition_on_failure = pause;
+        self
+    }
+
+    /// Sets [`opentelemetry`](Self::opentelemetry).
+    #[cfg(feature = "opentelemetry")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
+    pub fn with_opentelemetry(mut self, options: crate::telemetry::OpenTelemetryOptions) -> Self {
+        self.opentelemetry = Some(options);
         self
     }
 

@@ -24,6 +24,10 @@ pub(crate) trait BatchSender: Send + Sync + 'static {
     ) -> Result<Option<PublishedSequenceNumbers>>;
     /// Closes the connection.
     async fn close(&self);
+    /// Times the connection was opened again after the first (for the metrics).
+    fn reconnects(&self) -> u64 {
+        0
+    }
 }
 
 #[async_trait]
@@ -53,5 +57,9 @@ impl BatchSender for ProducerClient {
 
     async fn close(&self) {
         ProducerClient::close(self).await;
+    }
+
+    fn reconnects(&self) -> u64 {
+        ProducerClient::reconnects(self)
     }
 }

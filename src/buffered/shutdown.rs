@@ -7,6 +7,7 @@
 //! closing.
 
 use std::sync::atomic::Ordering;
+use tracing::Instrument;
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -122,11 +123,18 @@ impl BufferedProducerClient {
     /// It waits for the handlers, however long they take: to bound it, run it under
     /// `tokio::time::timeout` (it is cancel-safe: dropping it changes nothing but the wait).
     pub async fn flush(&self) -> Result<()> {
-        if self.is_closed() {
-            return Err(Self::closed_error());
-        }
-        self.barrier(Command::Flush).await;
-        Ok(())
+        let flush = async {
+            if self.is_closed() {
+                return Err(Self::closed_error());
+            }
+            self.barrier(Command::Flush).await;
+            Ok(())
+        };
+        let telemetry = &self.core.settings.telemetry;
+        telemetry
+            .operation("flush", flush)
+            .instrument(tracing::info_span!("flush"))
+            .await
     }
 
     /// Flushes one partition: sends what is buffered for it now and returns once each of
@@ -279,6 +287,14 @@ impl BufferedProducerClient {
     }
 
     async fn shut_down(&self, abandon: bool, deadline: Option<Instant>) -> Result<()> {
+        let telemetry = &self.core.settings.telemetry;
+        telemetry
+            .operation("close", self.shut_down_untraced(abandon, deadline))
+            .instrument(tracing::info_span!("close", abandon))
+            .await
+    }
+
+    async fn shut_down_untraced(&self, abandon: bool, deadline: Option<Instant>) -> Result<()> {
         let _serial = self.core.close_lock.lock().await;
         let first = !self.core.closed.swap(true, Ordering::SeqCst);
         let ended = if first || abandon {

@@ -92,6 +92,11 @@ fn random_suffix() -> String {
 }
 
 impl ProducerClient {
+    /// Times the connection was opened again after the first.
+    pub(crate) fn reconnects(&self) -> u64 {
+        self.inner.connection.reconnects()
+    }
+
     /// A client for the event hub named by the connection string's `EntityPath` or by
     /// `eventhub` (both given and different: an error). Does not connect yet.
     pub fn from_connection_string(

@@ -16,6 +16,7 @@ mod connection_faults;
 mod failures;
 mod flow;
 mod handlers;
+mod metrics;
 mod outcomes;
 mod routing;
 

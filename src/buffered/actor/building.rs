@@ -25,6 +25,7 @@ pub(super) fn single(queued: Queued, outcome: Option<OutcomeSender>) -> Riders {
         events: vec![ReportedEvent { event, routing }],
         outcomes: outcome.map(|o| (0, o)).into_iter().collect(),
         reservation,
+        ..Riders::default()
     }
 }
 
@@ -55,6 +56,7 @@ impl Actor {
             oldest,
             due: false,
             started_busy: !self.in_flight.is_empty() || !self.ready.is_empty(),
+            noted_burst: None,
         }
     }
 
@@ -81,16 +83,16 @@ impl Actor {
         }
         let (event, routing, reservation) = queued.into_parts();
         let encoded = self.encode(&routing, &event);
-        let enqueued_at = self.received_at;
+        let enqueued_at = (self.burst, self.received_at);
         let reported = ReportedEvent { event, routing };
         let building = match &mut self.building {
             Some(building) => building,
             None => self
                 .building
-                .insert(self.new_building(max_size, enqueued_at)),
+                .insert(self.new_building(max_size, enqueued_at.1)),
         };
         let refused = match building.batch.try_push(encoded) {
-            Ok(()) => return join(building, reported, outcome, reservation),
+            Ok(()) => return join(building, reported, outcome, reservation, enqueued_at),
             Err(refused) => refused,
         };
         if refused.too_large_for_any_batch {
@@ -101,6 +103,7 @@ impl Actor {
                 events: vec![reported],
                 outcomes: outcome.map(|o| (0, o)).into_iter().collect(),
                 reservation,
+                ..Riders::default()
             };
             let error = message_too_large(refused.added, max_size);
             self.fail_now(riders, Arc::new(error));
@@ -108,10 +111,10 @@ impl Actor {
         }
         // The batch is full: seal it and start the next one with this event.
         self.seal();
-        let mut building = self.new_building(max_size, enqueued_at);
+        let mut building = self.new_building(max_size, enqueued_at.1);
         match building.batch.try_push(refused.encoded) {
             Ok(()) => {
-                join(&mut building, reported, outcome, reservation);
+                join(&mut building, reported, outcome, reservation, enqueued_at);
                 self.building = Some(building);
             }
             // It fitted in an empty batch a moment ago; report it rather than lose it.
@@ -120,6 +123,7 @@ impl Actor {
                     events: vec![reported],
                     outcomes: outcome.map(|o| (0, o)).into_iter().collect(),
                     reservation,
+                    ..Riders::default()
                 };
                 let error = Error::new(
                     ErrorKind::MessageTooLarge,
@@ -183,14 +187,22 @@ impl Actor {
     }
 }
 
-/// Records an event just added to `building`'s encoded batch, with what rides with it.
+/// Records an event just added to `building`'s encoded batch, with what rides with it and
+/// when its burst was taken.
 fn join(
     building: &mut Building,
     reported: ReportedEvent,
     outcome: Option<OutcomeSender>,
     reservation: Reservation,
+    (burst, enqueued_at): (u64, Instant),
 ) {
     let riders = &mut building.riders;
+    if building.noted_burst != Some(burst) {
+        building.noted_burst = Some(burst);
+        riders
+            .enqueued_at
+            .start_run(enqueued_at, riders.events.len());
+    }
     if let Some(outcome) = outcome {
         riders.outcomes.push((riders.events.len(), outcome));
     }

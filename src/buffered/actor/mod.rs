@@ -37,8 +37,10 @@ use super::report::{Backlog, Report};
 use crate::batch::EncodedBatch;
 use crate::error::Result;
 use crate::idempotence::PublishedSequenceNumbers;
+use crate::telemetry::PartitionTelemetry;
 
 mod building;
+mod enqueued_at;
 mod resplit;
 mod sending;
 mod settings;
@@ -60,12 +62,14 @@ pub(crate) fn spawn(
     let reports = settings.reporters.start(backlog.clone());
     let backlog_limit = (2 * settings.max_sends_per_partition).max(4);
     let actor = Actor {
+        telemetry: settings.telemetry.partition(&shared.id),
         id_for_outcomes: Arc::from(shared.id.as_str()),
         shared: shared.clone(),
         settings,
         pending: VecDeque::new(),
         pending_outcomes: VecDeque::new(),
         received_at: Instant::now(),
+        burst: 0,
         commands_done: false,
         reports,
         backlog,
@@ -93,6 +97,9 @@ struct Riders {
     events: Vec<ReportedEvent>,
     outcomes: Vec<(usize, OutcomeSender)>,
     reservation: Reservation,
+    /// When the events were enqueued (for the metrics' publish latency); empty for events
+    /// reported without being sent.
+    enqueued_at: enqueued_at::EnqueuedAt,
 }
 
 impl Riders {
@@ -118,6 +125,7 @@ impl Riders {
                 .map(|(index, outcome)| (index - at, outcome))
                 .collect(),
             reservation: Reservation::default(),
+            enqueued_at: self.enqueued_at.split_off(at),
         }
     }
 }
@@ -134,6 +142,8 @@ struct Building {
     /// Its first event came while a send was in flight: events keep coming during sends, so
     /// it lingers up to [`BUSY_LINGER`] to fill rather than going the moment the slot frees.
     started_busy: bool,
+    /// The burst its enqueue times were last noted for.
+    noted_burst: Option<u64>,
 }
 
 /// How long a batch that started filling during a send waits for more events before it goes
@@ -158,11 +168,21 @@ struct InFlight {
     pieces: Option<resplit::Pieces>,
 }
 
-type Sending = BoxFuture<'static, (u64, Result<Option<PublishedSequenceNumbers>>)>;
+/// A send in flight: resolves to its batch's sequence number, its result and how long it took.
+type Sending = BoxFuture<
+    'static,
+    (
+        u64,
+        Result<Option<PublishedSequenceNumbers>>,
+        std::time::Duration,
+    ),
+>;
 
 struct Actor {
     shared: Arc<PartitionShared>,
     settings: Arc<ActorSettings>,
+    /// OpenTelemetry spans and metrics of this partition's sends, when asked for.
+    telemetry: PartitionTelemetry,
     /// The partition id as the outcomes of its events carry it (cloned per event: one atomic
     /// increment, no allocation).
     id_for_outcomes: Arc<str>,
@@ -173,6 +193,9 @@ struct Actor {
     /// When the commands in `pending` were taken: stands for the enqueue time of their events
     /// (a batch's `max_wait_time` counts from its first event's). At most one burst late.
     received_at: Instant,
+    /// Counts the bursts taken from the inbox: a batch notes when its events were enqueued
+    /// once per burst (see `enqueued_at.rs`).
+    burst: u64,
     /// The inbox is closed and empty: no more commands will come.
     commands_done: bool,
     reports: mpsc::UnboundedSender<Report>,
@@ -262,7 +285,8 @@ impl Actor {
             let shared = self.shared.clone();
             tokio::select! {
                 biased;
-                Some((seq, result)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                Some((seq, result, took)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.shared.metrics.send_ended(took, self.in_flight.len());
                     self.on_completed(seq, result);
                 }
                 permit = global.acquire_owned(), if wants_global => {
@@ -308,6 +332,7 @@ impl Actor {
     fn took_commands(&mut self) {
         let now = Instant::now();
         self.received_at = now;
+        self.burst = self.burst.wrapping_add(1);
         if self.settings.refresh.is_due(now) {
             (self.settings.refresh_partitions)();
         }

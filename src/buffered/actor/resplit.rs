@@ -121,14 +121,20 @@ impl Actor {
         let global = self.settings.global_sends.clone();
         let partition = self.shared.id.clone();
         let refusal = error.copy();
+        let retries = self.shared.metrics.retries();
         self.in_flight.push_front(
             async move {
                 let _permit = global.acquire_owned().await.ok();
-                send_in_pieces(&*sender, &partition, encoded, refusal, &pieces).await;
-                (seq, Ok(None))
+                let started = tokio::time::Instant::now();
+                let send = send_in_pieces(&*sender, &partition, encoded, refusal, &pieces);
+                crate::telemetry::counting_retries(retries, send).await;
+                (seq, Ok(None), started.elapsed())
             }
             .boxed(),
         );
+        self.shared
+            .metrics
+            .set_sends_in_flight(self.in_flight.len());
         true
     }
 

@@ -12,7 +12,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use super::{Actor, InFlight, Riders, Sealed};
-use crate::buffered::capacity::release;
+use crate::buffered::capacity::release_queued;
 use crate::buffered::command::{Command, Line};
 use crate::buffered::outcome::{PublishedEvent, ReportedEvent};
 use crate::buffered::report::{BatchOutcome, Report};
@@ -84,19 +84,39 @@ impl Actor {
         let bytes = sealed.batch.size_in_bytes();
         let encoded = sealed.batch.into_encoded();
         let count = encoded.len();
+        let sender = self.settings.sender.clone();
+        let partition = self.shared.id.clone();
+        let metrics = &self.shared.metrics;
+        metrics.send_started(count, bytes, self.in_flight.len() + 1);
+        let retries = metrics.retries();
+        let span = tracing::info_span!(
+            "send",
+            "messaging.system" = "eventhubs",
+            "messaging.operation.name" = "send",
+            "messaging.destination.partition.id" = %partition,
+            "messaging.batch.message_count" = count,
+            bytes,
+            "error.type" = tracing::field::Empty,
+        );
+        let send = self.telemetry.instrument_send(
+            sealed.riders.events.iter().map(|reported| &reported.event),
+            count,
+            async move { sender.send(&partition, encoded).await },
+        );
         self.in_flight_events.push_back(InFlight {
             seq: sealed.seq,
             riders: sealed.riders,
             pieces: None,
         });
-        let sender = self.settings.sender.clone();
-        let partition = self.shared.id.clone();
-        let span = tracing::info_span!("send_batch", partition = %partition, events = count, bytes);
         self.in_flight.push_back(
             async move {
-                let result = sender.send(&partition, encoded).await;
+                let started = tokio::time::Instant::now();
+                let result = crate::telemetry::counting_retries(retries, send).await;
+                if let Err(error) = &result {
+                    tracing::Span::current().record("error.type", error.kind().as_str());
+                }
                 drop(permit);
-                (sealed.seq, result)
+                (sealed.seq, result, started.elapsed())
             }
             .instrument(span)
             .boxed(),
@@ -112,7 +132,7 @@ impl Actor {
             .total_buffered
             .fetch_sub(count, Ordering::SeqCst);
         let reservation = std::mem::take(&mut riders.reservation);
-        release(
+        release_queued(
             &self.shared.inbox,
             &self.settings.budget,
             count,
@@ -176,6 +196,16 @@ impl Actor {
     ) {
         if riders.events.is_empty() {
             return;
+        }
+        let metrics = &self.shared.metrics;
+        match &result {
+            Ok(_) => metrics.published(
+                riders.events.len(),
+                riders
+                    .enqueued_at
+                    .waited(tokio::time::Instant::now(), riders.events.len()),
+            ),
+            Err(error) => metrics.failed(riders.events.len(), error.kind()),
         }
         match &result {
             Ok(_) => {
@@ -287,6 +317,7 @@ impl Actor {
         }
         // Batches in flight are cancelled; whether the service got them is unknown.
         self.in_flight = FuturesOrdered::new();
+        self.shared.metrics.set_sends_in_flight(0);
         for batch in std::mem::take(&mut self.in_flight_events) {
             self.fail_now(batch.riders, abandoned(true));
         }

@@ -13,6 +13,7 @@ use crate::buffered::budget::ByteBudget;
 use crate::buffered::inbox::Inbox;
 use crate::buffered::report::{Backlog, StartReporter};
 use crate::buffered::sender::BatchSender;
+use crate::telemetry::{PartitionRecorder, Telemetry};
 
 /// What the producer and the actor share about one partition.
 #[derive(Debug)]
@@ -31,6 +32,8 @@ pub(crate) struct PartitionShared {
     /// Commands on their way to the actor; also the partition's free slots, its count of
     /// buffered events and its byte credit.
     pub inbox: Inbox,
+    /// What the actor records of its batches, for the metrics.
+    pub metrics: PartitionRecorder,
 }
 
 impl PartitionShared {
@@ -42,6 +45,7 @@ impl PartitionShared {
             reporter,
             give_up: tokio::sync::Notify::new(),
             inbox,
+            metrics: PartitionRecorder::default(),
         }
     }
 
@@ -75,6 +79,8 @@ pub(crate) struct ActorSettings {
     /// Reads the partition list again, in the background (called by an actor when
     /// [`RefreshSchedule::is_due`]).
     pub refresh_partitions: Box<dyn Fn() + Send + Sync>,
+    /// OpenTelemetry instrumentation, when the options ask for it.
+    pub telemetry: Telemetry,
 }
 
 /// When the partition list is next read: checked by every actor as it takes enqueued events,

@@ -219,13 +219,14 @@ impl BufferedProducerClient {
     #[allow(clippy::result_large_err, clippy::type_complexity)]
     fn enqueue_now<'a>(
         &'a self,
-        event: EventData,
+        mut event: EventData,
         options: &'a EnqueueOptions,
         outcome: Option<OutcomeSender>,
     ) -> Result<Option<BoxFuture<'a, Result<(), EnqueueError>>>, EnqueueError> {
         if self.is_closed() {
             return Err(EnqueueError::new(event, Self::closed_error()));
         }
+        self.core.settings.telemetry.stamp(&mut event);
         if !self.core.initialized.initialized() {
             return Ok(Some(
                 async move {

@@ -246,7 +246,7 @@ impl BufferedProducerClient {
                 | Refused::NoBytes(command)
                 | Refused::Busy(command)) = &mut refused;
                 let space = command.queued.take_space();
-                release(&partition.shared.inbox, &settings.budget, 0, space);
+                release(&partition.shared.inbox, &settings.budget, space);
                 Err(refused)
             }
         }

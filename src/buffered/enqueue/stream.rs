@@ -170,7 +170,7 @@ impl<'a> Feeder<'a> {
     /// One item from the stream: enqueued now, held back behind its lane's items, or refused.
     fn take(
         &mut self,
-        event: EventData,
+        mut event: EventData,
         options: &EnqueueOptions,
     ) -> std::result::Result<(), EnqueueStreamError> {
         let client = self.client;
@@ -180,6 +180,7 @@ impl<'a> Feeder<'a> {
                 BufferedProducerClient::closed_error(),
             )));
         }
+        client.core.settings.telemetry.stamp(&mut event);
         let size = held_size(&event);
         if let Err(error) = client.check_size(&event, options, size) {
             return Err(self.stop(EnqueueError::new(event, error)));
@@ -280,7 +281,7 @@ impl<'a> Feeder<'a> {
         self.parked -= 1;
         let pushed = match room {
             Ok((partition, reservation)) if partition.shared.is_paused() => {
-                release(&partition.shared.inbox, &client.core.budget, 0, reservation);
+                release(&partition.shared.inbox, &client.core.budget, reservation);
                 let error = paused_error(&partition.shared.id);
                 Err(EnqueueError::from_parcel(command, error))
             }

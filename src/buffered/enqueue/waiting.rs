@@ -33,7 +33,7 @@ impl BufferedProducerClient {
     /// [`ErrorKind::BufferFull`]. (The first call still connects.)
     pub async fn try_enqueue_event(
         &self,
-        event: EventData,
+        mut event: EventData,
         options: EnqueueOptions,
     ) -> std::result::Result<(), EnqueueError> {
         if self.is_closed() {
@@ -43,6 +43,7 @@ impl BufferedProducerClient {
             Ok(set) => set,
             Err(e) => return Err(EnqueueError::new(event, e)),
         };
+        self.core.settings.telemetry.stamp(&mut event);
         let size = held_size(&event);
         if let Err(error) = self.check_size(&event, &options, size) {
             return Err(EnqueueError::new(event, error));
