@@ -50,13 +50,14 @@ impl Actor {
         // Sized like the last batch: growing its vectors event by event copied them over and
         // over (and, past glibc's mmap threshold, faulted in fresh pages each time).
         batch.reserve(self.last_batch_len);
+        let mut riders = Riders::with_capacity(self.last_batch_len);
+        riders.enqueued_at.start_run(oldest, 0);
         Building {
             batch,
-            riders: Riders::with_capacity(self.last_batch_len),
+            riders,
             oldest,
             due: false,
             started_busy: !self.in_flight.is_empty() || !self.ready.is_empty(),
-            noted_burst: None,
         }
     }
 
@@ -83,16 +84,16 @@ impl Actor {
         }
         let (event, routing, reservation) = queued.into_parts();
         let encoded = self.encode(&routing, &event);
-        let enqueued_at = (self.burst, self.received_at);
+        let enqueued_at = self.received_at;
         let reported = ReportedEvent { event, routing };
         let building = match &mut self.building {
             Some(building) => building,
             None => self
                 .building
-                .insert(self.new_building(max_size, enqueued_at.1)),
+                .insert(self.new_building(max_size, enqueued_at)),
         };
         let refused = match building.batch.try_push(encoded) {
-            Ok(()) => return join(building, reported, outcome, reservation, enqueued_at),
+            Ok(()) => return join(building, reported, outcome, reservation),
             Err(refused) => refused,
         };
         if refused.too_large_for_any_batch {
@@ -111,10 +112,10 @@ impl Actor {
         }
         // The batch is full: seal it and start the next one with this event.
         self.seal();
-        let mut building = self.new_building(max_size, enqueued_at.1);
+        let mut building = self.new_building(max_size, enqueued_at);
         match building.batch.try_push(refused.encoded) {
             Ok(()) => {
-                join(&mut building, reported, outcome, reservation, enqueued_at);
+                join(&mut building, reported, outcome, reservation);
                 self.building = Some(building);
             }
             // It fitted in an empty batch a moment ago; report it rather than lose it.
@@ -187,22 +188,14 @@ impl Actor {
     }
 }
 
-/// Records an event just added to `building`'s encoded batch, with what rides with it and
-/// when its burst was taken.
+/// Records an event just added to `building`'s encoded batch, with what rides with it.
 fn join(
     building: &mut Building,
     reported: ReportedEvent,
     outcome: Option<OutcomeSender>,
     reservation: Reservation,
-    (burst, enqueued_at): (u64, Instant),
 ) {
     let riders = &mut building.riders;
-    if building.noted_burst != Some(burst) {
-        building.noted_burst = Some(burst);
-        riders
-            .enqueued_at
-            .start_run(enqueued_at, riders.events.len());
-    }
     if let Some(outcome) = outcome {
         riders.outcomes.push((riders.events.len(), outcome));
     }

@@ -2,11 +2,11 @@
 //!
 //! The partition takes its inbox in bursts, and the time it takes a burst stands for the
 //! enqueue time of the burst's events. A batch keeps one entry per run of events: the time and
-//! the index of the run's first event. A run starts with each burst, unless the burst came
+//! the index of the run's first event. A run starts with the batch and with each burst the
+//! actor takes (not per event: the per-event loop stays as it was), unless the burst came
 //! within [`RUN`] of the run before (its events then count as enqueued that much early), so a
 //! full batch under load keeps a few dozen entries, while an idle partition's sub-millisecond
-//! latencies are still told apart. Noting an event costs the actor one comparison; entries are
-//! written once per burst.
+//! latencies are still told apart.
 
 use std::time::Duration;
 

@@ -69,7 +69,6 @@ pub(crate) fn spawn(
         pending: VecDeque::new(),
         pending_outcomes: VecDeque::new(),
         received_at: Instant::now(),
-        burst: 0,
         commands_done: false,
         reports,
         backlog,
@@ -142,8 +141,6 @@ struct Building {
     /// Its first event came while a send was in flight: events keep coming during sends, so
     /// it lingers up to [`BUSY_LINGER`] to fill rather than going the moment the slot frees.
     started_busy: bool,
-    /// The burst its enqueue times were last noted for.
-    noted_burst: Option<u64>,
 }
 
 /// How long a batch that started filling during a send waits for more events before it goes
@@ -193,9 +190,6 @@ struct Actor {
     /// When the commands in `pending` were taken: stands for the enqueue time of their events
     /// (a batch's `max_wait_time` counts from its first event's). At most one burst late.
     received_at: Instant,
-    /// Counts the bursts taken from the inbox: a batch notes when its events were enqueued
-    /// once per burst (see `enqueued_at.rs`).
-    burst: u64,
     /// The inbox is closed and empty: no more commands will come.
     commands_done: bool,
     reports: mpsc::UnboundedSender<Report>,
@@ -332,7 +326,12 @@ impl Actor {
     fn took_commands(&mut self) {
         let now = Instant::now();
         self.received_at = now;
-        self.burst = self.burst.wrapping_add(1);
+        // The burst's events join the batch being built from here on: noted once per burst,
+        // not per event (see `enqueued_at.rs`).
+        if let Some(building) = &mut self.building {
+            let riders = &mut building.riders;
+            riders.enqueued_at.start_run(now, riders.events.len());
+        }
         if self.settings.refresh.is_due(now) {
             (self.settings.refresh_partitions)();
         }

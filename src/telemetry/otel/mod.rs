@@ -107,6 +107,12 @@ impl OpenTelemetryOptions {
     /// application properties `Diagnostic-Id` and `traceparent` (an event that has either
     /// already keeps its own). Costs a look at the current context and, inside a span, a
     /// 55-byte property per event. Default: false.
+    ///
+    /// The span is OpenTelemetry's current context (`opentelemetry::Context::current()`, as
+    /// `FutureExt::with_context` or a `ContextGuard` set it). Applications that make their
+    /// spans with `tracing` and bridge them with `tracing-opentelemetry` attach the span's
+    /// context around the enqueue:
+    /// `producer.enqueue_event(event, options).with_context(tracing::Span::current().context())`.
     pub fn with_trace_context_propagation(mut self, propagate: bool) -> Self {
         self.propagate_trace_context = propagate;
         self
