@@ -362,12 +362,13 @@ impl Emulator {
         self.local_addr
     }
 
-    /// The host clients should name: `localhost` with TLS (the certificate's name), else the IP.
+    /// The host clients should name: `localhost` with TLS (the certificate's name), else the IP
+    /// (an IPv6 address in brackets, as a URL writes it).
     fn host(&self) -> String {
-        if self.ca_pem.is_some() {
-            "localhost".to_string()
-        } else {
-            self.local_addr.ip().to_string()
+        match self.local_addr.ip() {
+            _ if self.ca_pem.is_some() => "localhost".to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+            IpAddr::V4(ip) => ip.to_string(),
         }
     }
 

@@ -51,10 +51,15 @@ pub(crate) struct ConnectionConfig {
 }
 
 impl ConnectionConfig {
-    /// The audience URL of an entity path (`hub`, `hub/Partitions/0`, ...).
+    /// The audience URL of an entity path (`hub`, `hub/Partitions/0`, ...); a namespace that
+    /// is an IPv6 address is written in brackets, as URLs write it.
     pub(crate) fn audience(&self, path: &str) -> String {
         let scheme = if self.tls.is_some() { "amqps" } else { "amqp" };
-        format!("{scheme}://{}/{path}", self.fully_qualified_namespace)
+        let host = &self.fully_qualified_namespace;
+        match host.parse::<std::net::Ipv6Addr>() {
+            Ok(_) => format!("{scheme}://[{host}]/{path}"),
+            Err(_) => format!("{scheme}://{host}/{path}"),
+        }
     }
 }
 

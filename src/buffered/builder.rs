@@ -14,7 +14,7 @@ use super::handler::{
 };
 use super::options::BufferedProducerOptions;
 use super::reporter::Reporters;
-use super::sender::BatchSender;
+use super::sender::{BatchSender, SharedProducer};
 use crate::error::{Error, ErrorKind, Result};
 use crate::producer::ProducerClient;
 
@@ -28,6 +28,8 @@ enum Credentials {
         eventhub: String,
         credential: Arc<dyn TokenCredential>,
     },
+    /// The application's own client, whose connection the buffered producer shares.
+    Shared(ProducerClient),
 }
 
 /// Builds a [`BufferedProducerClient`]. A failure handler is required.
@@ -116,6 +118,21 @@ impl BufferedProducerBuilder {
         };
         let mut client_options = self.options.client.clone();
         client_options.idempotent_partitions = self.options.enable_idempotent_retries;
+        if let Credentials::Shared(producer) = self.credentials {
+            if self.options.enable_idempotent_retries {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    "enable_idempotent_retries needs a connection of the buffered producer's own: on a shared ProducerClient, the client's own batches would go to idempotent partition links unnumbered (build the buffered producer from a connection string or credential instead)",
+                ));
+            }
+            let sender: Arc<dyn BatchSender> = Arc::new(SharedProducer(producer.clone()));
+            return Ok(BufferedProducerClient::from_parts(
+                self.options,
+                Some(producer),
+                sender,
+                handler,
+            ));
+        }
         let producer = match self.credentials {
             Credentials::ConnectionString {
                 connection_string,
@@ -130,6 +147,7 @@ impl BufferedProducerBuilder {
                 eventhub,
                 credential,
             } => ProducerClient::new(&namespace, &eventhub, credential, client_options)?,
+            Credentials::Shared(producer) => producer,
         };
         let sender: Arc<dyn BatchSender> = Arc::new(producer.clone());
         Ok(BufferedProducerClient::from_parts(
@@ -166,6 +184,37 @@ impl BufferedProducerClient {
             eventhub: eventhub.to_string(),
             credential,
         })
+    }
+
+    /// A builder for a producer that shares `producer`'s connection (and its links, retry
+    /// options and identifier), for an application that also sends batches of its own and
+    /// wants one connection to the event hub.
+    ///
+    /// [`BufferedProducerOptions::client`] is not used (the client's own options apply), and
+    /// [`enable_idempotent_retries`](BufferedProducerOptions::enable_idempotent_retries) is
+    /// refused at build. Closing the buffered producer sends and reports everything it holds
+    /// but leaves the connection open: close `producer` when the application is done with it.
+    ///
+    /// ```no_run
+    /// # async fn demo(connection_string: &str) -> eventhubs_buffered::Result<()> {
+    /// use eventhubs_buffered::{
+    ///     BufferedProducerClient, EnqueueOptions, EventData, ProducerClient, ProducerClientOptions,
+    ///     SendEventOptions,
+    /// };
+    ///
+    /// let client = ProducerClient::from_connection_string(connection_string, None, ProducerClientOptions::default())?;
+    /// let buffered = BufferedProducerClient::from_producer(client.clone())
+    ///     .on_send_failed(|context| async move { eprintln!("not published: {}", context.error) })
+    ///     .build()?;
+    /// buffered.enqueue_event(EventData::from("one at a time"), EnqueueOptions::default()).await?;
+    /// client.send_events(vec![EventData::from("a batch of my own")], SendEventOptions::default()).await?;
+    /// buffered.close().await?;
+    /// client.close().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_producer(producer: ProducerClient) -> BufferedProducerBuilder {
+        Self::builder(Credentials::Shared(producer))
     }
 
     fn builder(credentials: Credentials) -> BufferedProducerBuilder {

@@ -63,3 +63,33 @@ impl BatchSender for ProducerClient {
         ProducerClient::reconnects(self)
     }
 }
+
+/// A [`ProducerClient`] the application shares with a buffered producer: it sends as the
+/// client does, but closing the buffered producer leaves the connection to the application.
+pub(crate) struct SharedProducer(pub ProducerClient);
+
+#[async_trait]
+impl BatchSender for SharedProducer {
+    async fn partition_ids(&self) -> Result<Vec<String>> {
+        BatchSender::partition_ids(&self.0).await
+    }
+
+    async fn max_batch_size(&self, partition_id: &str) -> Result<usize> {
+        BatchSender::max_batch_size(&self.0, partition_id).await
+    }
+
+    async fn send(
+        &self,
+        partition_id: &str,
+        encoded: Vec<Vec<u8>>,
+    ) -> Result<Option<PublishedSequenceNumbers>> {
+        BatchSender::send(&self.0, partition_id, encoded).await
+    }
+
+    /// The application closes its client.
+    async fn close(&self) {}
+
+    fn reconnects(&self) -> u64 {
+        self.0.reconnects()
+    }
+}

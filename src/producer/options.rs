@@ -92,7 +92,9 @@ impl SendEventOptions {
     }
 }
 
-/// Host and port of a custom endpoint: `host:port`, `host`, or a URL.
+/// Host and port of a custom endpoint: `host:port`, `host`, an IPv6 literal (`[::1]:5672`,
+/// `[::1]` or `::1`), or a URL with any of these as its authority. An IPv6 host comes back
+/// without its brackets, as a socket address takes it.
 pub(super) fn parse_custom_endpoint(endpoint: &str, default_port: u16) -> Result<(String, u16)> {
     let without_scheme = endpoint
         .split_once("://")
@@ -101,17 +103,30 @@ pub(super) fn parse_custom_endpoint(endpoint: &str, default_port: u16) -> Result
     let invalid = || {
         Error::new(
             ErrorKind::InvalidArgument,
-            format!("the custom endpoint '{endpoint}' is not host[:port] or a URL"),
+            format!(
+                "the custom endpoint '{endpoint}' is not host[:port], [IPv6 address][:port] or a URL"
+            ),
         )
     };
-    if authority.is_empty() {
-        return Err(invalid());
+    let port_of = |text: &str| text.parse::<u16>().map_err(|_| invalid());
+    if let Some(bracketed) = authority.strip_prefix('[') {
+        let (host, rest) = bracketed.split_once(']').ok_or_else(invalid)?;
+        if host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(invalid());
+        }
+        let port = match rest {
+            "" => default_port,
+            _ => port_of(rest.strip_prefix(':').ok_or_else(invalid)?)?,
+        };
+        return Ok((host.to_string(), port));
+    }
+    if authority.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Ok((authority.to_string(), default_port));
     }
     match authority.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() => {
-            Ok((host.to_string(), port.parse().map_err(|_| invalid())?))
-        }
-        Some(_) => Err(invalid()),
+        Some((host, _)) if host.is_empty() || host.contains(':') => Err(invalid()),
+        Some((host, port)) => Ok((host.to_string(), port_of(port)?)),
+        None if authority.is_empty() => Err(invalid()),
         None => Ok((authority.to_string(), default_port)),
     }
 }
@@ -137,5 +152,28 @@ mod tests {
         assert!(parse_custom_endpoint("", 5671).is_err());
         assert!(parse_custom_endpoint("h:notaport", 5671).is_err());
         assert!(parse_custom_endpoint(":80", 5671).is_err());
+        assert!(parse_custom_endpoint("h:70000", 5671).is_err());
+    }
+
+    #[test]
+    fn ipv6_literals_parse_with_and_without_brackets() {
+        for (endpoint, expected) in [
+            ("[::1]:5672", ("::1", 5672)),
+            ("[::1]", ("::1", 5671)),
+            ("::1", ("::1", 5671)),
+            ("amqps://[2001:db8::7]:443/", ("2001:db8::7", 443)),
+            ("[fe80::1%25eth0]:5671", ("", 0)),
+        ] {
+            match parse_custom_endpoint(endpoint, 5671) {
+                Ok((host, port)) => assert_eq!((host.as_str(), port), expected, "{endpoint}"),
+                Err(e) => {
+                    assert_eq!(expected, ("", 0), "{endpoint}: {e}");
+                    assert!(e.to_string().contains(endpoint), "{e}");
+                }
+            }
+        }
+        for bad in ["[::1", "[::1]x", "[::1]:", "[nothost]:80", "1::2:3:x:80"] {
+            assert!(parse_custom_endpoint(bad, 5671).is_err(), "{bad}");
+        }
     }
 }

@@ -13,12 +13,14 @@ mod api;
 mod builder;
 mod close;
 mod connection_faults;
+mod endpoints;
 mod failures;
 mod flow;
 mod handlers;
 mod metrics;
 mod outcomes;
 mod routing;
+mod shared_connection;
 
 /// What every test file here uses.
 #[allow(unused_imports)]
