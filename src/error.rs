@@ -273,6 +273,12 @@ impl Error {
         self
     }
 
+    /// The same error (kind, condition and the other facts kept) told in other words.
+    pub(crate) fn reworded(mut self, message: impl Into<String>) -> Self {
+        self.0.message = message.into();
+        self
+    }
+
     /// Marks the events of the failed operation as possibly stored by the service.
     pub(crate) fn may_have_reached_the_service(mut self) -> Self {
         if self.0.publication != Publication::ConfirmedNotPublished {

@@ -145,6 +145,22 @@ impl AmqpConnection {
         self.closed.load(Ordering::SeqCst)
     }
 
+    /// `error` (a refusal the service answered with [`ErrorKind::Unauthorized`]) said in the
+    /// credential's words when its shared access signature expired: the service only says
+    /// the link's token expired, not when, nor what to do.
+    pub(crate) fn explain_unauthorized(&self, error: Error) -> Error {
+        match self.credential.expired() {
+            Some(expired) if error.kind() == ErrorKind::Unauthorized => {
+                let service_said = error.message().to_string();
+                error.reworded(format!(
+                    "{} (the service: {service_said})",
+                    expired.message()
+                ))
+            }
+            _ => error,
+        }
+    }
+
     /// Times a connection was opened after the first.
     pub(crate) fn reconnects(&self) -> u64 {
         self.generations.load(Ordering::Relaxed).saturating_sub(1)

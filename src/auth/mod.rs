@@ -1,6 +1,7 @@
 //! Credentials and the tokens they produce for `$cbs` put-token.
 
 pub mod sas;
+mod sas_credential;
 
 use std::fmt;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use azure_core::credentials::TokenCredential;
 
 use crate::error::{Error, ErrorKind, Result};
 pub use sas::{SharedAccessKey, SharedAccessSignature};
+pub use sas_credential::SasCredential;
 
 /// The scope Event Hubs tokens are requested for.
 pub const EVENTHUBS_SCOPE: &str = "https://eventhubs.azure.net/.default";
@@ -44,8 +46,9 @@ impl fmt::Debug for Token {
 pub(crate) enum Credential {
     /// A shared access key: tokens are signed here, for any audience, as needed.
     Key(SharedAccessKey),
-    /// A ready-made shared access signature: used as it is until it expires.
-    Signature(SharedAccessSignature),
+    /// A ready-made shared access signature, which the application may replace: the one held
+    /// at each put-token is used, until it expires.
+    Signature(SasCredential),
     /// An Entra ID credential (azure_identity or any `TokenCredential`).
     Identity(Arc<dyn TokenCredential>),
 }
@@ -68,6 +71,19 @@ fn unix_now() -> u64 {
 }
 
 impl Credential {
+    /// Why the service refuses this credential's tokens, when it is a shared access signature
+    /// that expired: said in the words of [`Credential::token`] (the service only says the
+    /// link's token expired).
+    pub(crate) fn expired(&self) -> Option<Error> {
+        match self {
+            Self::Signature(credential) => {
+                let expires_at = credential.expires_at_unix();
+                (expires_at <= unix_now()).then(|| expired_signature(expires_at))
+            }
+            Self::Key(_) | Self::Identity(_) => None,
+        }
+    }
+
     /// A token for `audience`, valid for about `validity` when this side signs it.
     pub(crate) async fn token(&self, audience: &str, validity: Duration) -> Result<Token> {
         match self {
@@ -79,12 +95,10 @@ impl Credential {
                     expires_at: UNIX_EPOCH + Duration::from_secs(expires),
                 })
             }
-            Self::Signature(signature) => {
+            Self::Signature(credential) => {
+                let signature = credential.signature();
                 if signature.expires_at_unix() <= unix_now() {
-                    return Err(Error::new(
-                        ErrorKind::Unauthorized,
-                        "the shared access signature has expired; give the client a new one",
-                    ));
+                    return Err(expired_signature(signature.expires_at_unix()));
                 }
                 Ok(Token {
                     value: signature.token().to_string(),
@@ -111,6 +125,17 @@ impl Credential {
             }
         }
     }
+}
+
+/// The error of a shared access signature that expired at `expires_at_unix`.
+fn expired_signature(expires_at_unix: u64) -> Error {
+    Error::new(
+        ErrorKind::Unauthorized,
+        format!(
+            "the shared access signature expired at {}; give the client a new one (SasCredential::update) before the old one expires",
+            sas_credential::utc_text(expires_at_unix)
+        ),
+    )
 }
 
 /// How long before a token's expiry it is renewed: a tenth of its lifetime, but at least half

@@ -15,6 +15,7 @@ use super::handler::{
 use super::options::BufferedProducerOptions;
 use super::reporter::Reporters;
 use super::sender::{BatchSender, SharedProducer};
+use crate::auth::{SasCredential, SharedAccessKey};
 use crate::error::{Error, ErrorKind, Result};
 use crate::producer::ProducerClient;
 
@@ -30,6 +31,16 @@ enum Credentials {
     },
     /// The application's own client, whose connection the buffered producer shares.
     Shared(ProducerClient),
+    Key {
+        namespace: String,
+        eventhub: String,
+        key: SharedAccessKey,
+    },
+    Signature {
+        namespace: String,
+        eventhub: String,
+        credential: SasCredential,
+    },
 }
 
 /// Builds a [`BufferedProducerClient`]. A failure handler is required.
@@ -148,6 +159,23 @@ impl BufferedProducerBuilder {
                 credential,
             } => ProducerClient::new(&namespace, &eventhub, credential, client_options)?,
             Credentials::Shared(producer) => producer,
+            Credentials::Key {
+                namespace,
+                eventhub,
+                key,
+            } => {
+                ProducerClient::with_shared_access_key(&namespace, &eventhub, key, client_options)?
+            }
+            Credentials::Signature {
+                namespace,
+                eventhub,
+                credential,
+            } => ProducerClient::with_sas_credential(
+                &namespace,
+                &eventhub,
+                credential,
+                client_options,
+            )?,
         };
         let sender: Arc<dyn BatchSender> = Arc::new(producer.clone());
         Ok(BufferedProducerClient::from_parts(
@@ -180,6 +208,38 @@ impl BufferedProducerClient {
         credential: Arc<dyn TokenCredential>,
     ) -> BufferedProducerBuilder {
         Self::builder(Credentials::TokenCredential {
+            namespace: fully_qualified_namespace.to_string(),
+            eventhub: eventhub.to_string(),
+            credential,
+        })
+    }
+
+    /// A builder for `eventhub` in `fully_qualified_namespace`, authenticated by a shared
+    /// access key (its name and key, as in the namespace's or the event hub's policy): tokens
+    /// are signed here for each link and renewed before they expire. Uses TLS on port 5671.
+    pub fn with_shared_access_key(
+        fully_qualified_namespace: &str,
+        eventhub: &str,
+        key: SharedAccessKey,
+    ) -> BufferedProducerBuilder {
+        Self::builder(Credentials::Key {
+            namespace: fully_qualified_namespace.to_string(),
+            eventhub: eventhub.to_string(),
+            key,
+        })
+    }
+
+    /// A builder for `eventhub` in `fully_qualified_namespace`, authenticated by a shared
+    /// access signature the application can replace before it expires
+    /// ([`SasCredential::update`]). A token past its expiry makes sends fail with
+    /// [`ErrorKind::Unauthorized`](crate::ErrorKind::Unauthorized), naming the expiry. Uses
+    /// TLS on port 5671.
+    pub fn with_sas_credential(
+        fully_qualified_namespace: &str,
+        eventhub: &str,
+        credential: SasCredential,
+    ) -> BufferedProducerBuilder {
+        Self::builder(Credentials::Signature {
             namespace: fully_qualified_namespace.to_string(),
             eventhub: eventhub.to_string(),
             credential,

@@ -19,7 +19,7 @@ use crate::amqp::errors::Failure;
 use crate::amqp::sender::AmqpSender;
 use crate::amqp::tls::{certificates_from_pem, TlsSettings};
 use crate::auth::sas::DEFAULT_TOKEN_VALIDITY;
-use crate::auth::{Credential, SharedAccessKey, SharedAccessSignature};
+use crate::auth::{Credential, SasCredential, SharedAccessKey};
 use crate::connection_string::ConnectionString;
 use crate::error::{Error, ErrorKind, Result};
 use crate::idempotence::PartitionPublishing;
@@ -109,7 +109,7 @@ impl ProducerClient {
         let eventhub = parsed.resolve_eventhub_name(eventhub)?;
         let credential = match (parsed.shared_access_key_name(), parsed.shared_access_key(), parsed.shared_access_signature()) {
             (Some(name), Some(key), _) => Credential::Key(SharedAccessKey::new(name, key)?),
-            (_, _, Some(signature)) => Credential::Signature(SharedAccessSignature::parse(signature)?),
+            (_, _, Some(signature)) => Credential::Signature(SasCredential::new(signature)?),
             _ => {
                 return Err(Error::new(
                     ErrorKind::InvalidConnectionString,
@@ -163,6 +163,24 @@ impl ProducerClient {
             true,
             eventhub.to_string(),
             Credential::Key(key),
+            options,
+        )
+    }
+
+    /// A client authenticated by a shared access signature the application can replace before
+    /// it expires ([`SasCredential::update`]). Uses TLS on port 5671.
+    pub fn with_sas_credential(
+        fully_qualified_namespace: &str,
+        eventhub: &str,
+        credential: SasCredential,
+        options: ProducerClientOptions,
+    ) -> Result<Self> {
+        Self::build(
+            fully_qualified_namespace,
+            AMQPS_PORT,
+            true,
+            eventhub.to_string(),
+            Credential::Signature(credential),
             options,
         )
     }

@@ -97,9 +97,12 @@ impl ProducerClient {
             }
         });
         let result = tracing::Instrument::instrument(send, span).await;
-        result.map_err(|error| match uncertain.any() {
-            true => error.may_have_reached_the_service(),
-            false => error,
+        result.map_err(|error| {
+            let error = self.inner.connection.explain_unauthorized(error);
+            match uncertain.any() {
+                true => error.may_have_reached_the_service(),
+                false => error,
+            }
         })
     }
 

@@ -13,6 +13,7 @@ mod api;
 mod builder;
 mod close;
 mod connection_faults;
+mod credentials;
 mod endpoints;
 mod failures;
 mod flow;

@@ -22,10 +22,15 @@ const DEFAULT_JWT_LIFETIME: Duration = Duration::from_secs(3600);
 /// timers at 30 years too.
 const MAX_GRANT: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 
-/// The instant a token that expires at `unix_seconds` stops being valid.
+/// The instant a token that expires at `unix_seconds` stops being valid (to the sub-second:
+/// a grant counted from the whole second would outlive its token by up to a second).
 fn instant_of_unix(unix_seconds: u64) -> Instant {
     let now = Instant::now();
-    let lifetime = Duration::from_secs(unix_seconds.saturating_sub(now_unix())).min(MAX_GRANT);
+    let expires_at = std::time::UNIX_EPOCH + Duration::from_secs(unix_seconds.min(u64::MAX / 2));
+    let lifetime = expires_at
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default()
+        .min(MAX_GRANT);
     // With the cap this cannot fail on any real clock; an already-expired grant is the safe
     // answer if it ever did.
     now.checked_add(lifetime).unwrap_or(now)
