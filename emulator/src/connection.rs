@@ -1,13 +1,26 @@
-//! What one client connection holds: the audiences it authorized through `$cbs`, and where
-//! replies to `$cbs` / `$management` requests go.
+//! What one client connection holds: what the client announced in its `open`, the audiences
+//! it authorized through `$cbs`, and where replies to `$cbs` / `$management` requests go.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use fe2o3_amqp_types::messaging::{Body, Message};
 use fe2o3_amqp_types::primitives::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+
+/// The `open` of one client connection, as [`Emulator::client_opens`](crate::Emulator::client_opens)
+/// returns it: read from the connection's first frames (fe2o3 keeps the peer's `open`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientOpen {
+    /// The client's container id.
+    pub container_id: String,
+    /// The host name the client asked for, if it named one.
+    pub hostname: Option<String>,
+    /// The properties whose values are strings or symbols, by name.
+    pub properties: BTreeMap<String, String>,
+}
 
 /// A reply waiting to be sent on a request/response link.
 pub(crate) type Reply = Message<Body<Value>>;

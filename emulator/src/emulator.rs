@@ -2,6 +2,8 @@
 //! inspection and fault controls.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use crate::connection::ClientOpen;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -471,6 +473,13 @@ impl Emulator {
     /// How many client connections are open.
     pub fn connection_count(&self) -> usize {
         self.ns.connection_count()
+    }
+
+    /// What each client announced in its AMQP `open` (container id, host name, and its string
+    /// properties such as `product`, `version`, `platform` and `user-agent`), in the order the
+    /// clients connected.
+    pub fn client_opens(&self) -> Vec<ClientOpen> {
+        self.ns.client_opens()
     }
 
     /// The fault controls.

@@ -51,6 +51,7 @@ mod wire;
 pub use entities::routing;
 pub use links::filter;
 
+pub use connection::ClientOpen;
 pub use emulator::{
     Emulator, EmulatorBuilder, Faults, DEFAULT_HUB, DEFAULT_KEY, DEFAULT_KEY_NAME,
     DEFAULT_MAX_MESSAGE_SIZE,

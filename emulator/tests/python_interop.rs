@@ -158,6 +158,15 @@ async fn microsofts_python_client_publishes_and_reads_back() {
     }
     assert_eq!(total, 1000, "events stored");
     assert_eq!(keyed, 300, "keyed events stored");
+    // What Microsoft's client says about itself in its `open`, as the emulator read it.
+    let opens = emulator.client_opens();
+    assert!(
+        opens.iter().any(|open| open
+            .properties
+            .get("user-agent")
+            .is_some_and(|agent| agent.starts_with("azsdk-python-eventhub"))),
+        "no open announced Microsoft's Python client: {opens:?}"
+    );
     emulator.shutdown().await;
 }
 

@@ -193,6 +193,7 @@ impl AmqpConnection {
             .container_id(config.container_id.clone())
             .hostname(config.fully_qualified_namespace.as_str())
             .sasl_profile(SaslProfile::Anonymous)
+            .properties(client_properties())
             .max_frame_size(65536u32)
             .idle_time_out(u32::try_from(config.idle_timeout.as_millis()).unwrap_or(u32::MAX));
         let opened = match &config.tls {
@@ -513,6 +514,28 @@ async fn unless_lost<T>(
 /// Opens a TCP connection to `host:port`: a name that does not resolve is
 /// [`ErrorKind::HostNotFound`] (not retried); addresses that all refuse or cannot be reached
 /// are [`ErrorKind::ConnectionFailed`].
+/// What the client says about itself in its `open`, as Azure's SDKs do (product, version,
+/// platform, framework, user agent), so that the service's diagnostics can tell it apart. The
+/// user agent follows Azure's form, `azsdk-<language>-<package>/<version> (<platform>)`.
+fn client_properties() -> fe2o3_amqp::types::definitions::Fields {
+    let version = env!("CARGO_PKG_VERSION");
+    let platform = format!("{}; {}", std::env::consts::OS, std::env::consts::ARCH);
+    let mut fields = fe2o3_amqp::types::definitions::Fields::new();
+    for (name, value) in [
+        ("product", "eventhubs-buffered".to_string()),
+        ("version", version.to_string()),
+        ("platform", platform.clone()),
+        ("framework", "Rust".to_string()),
+        (
+            "user-agent",
+            format!("azsdk-rust-eventhubs-buffered/{version} ({platform})"),
+        ),
+    ] {
+        fields.insert(Symbol::from(name), Value::String(value));
+    }
+    fields
+}
+
 async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, Failure> {
     let fail = |error: Error| Failure::new(error, Broken::Connection);
     let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))

@@ -389,3 +389,38 @@ async fn struct_and_stateful_closure_handlers_need_no_macro() {
     bounded("close", BOUND, producer.close()).await.unwrap();
     assert_eq!(batches.load(Ordering::Relaxed), 1);
 }
+
+#[tokio::test]
+async fn the_connection_says_which_client_it_is() {
+    let emulator = emulator().await;
+    let (producer, _recorder) =
+        producer_with(&emulator, fast_options().with_identifier("orders-api"));
+    producer
+        .enqueue_event(event("hello"), to("0"))
+        .await
+        .unwrap();
+    bounded("close", BOUND, producer.close()).await.unwrap();
+    let opens = emulator.client_opens();
+    assert_eq!(opens.len(), 1, "{opens:?}");
+    let open = &opens[0];
+    assert_eq!(open.container_id, "orders-api");
+    assert_eq!(
+        open.hostname.as_deref(),
+        Some(producer.fully_qualified_namespace())
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    let platform = format!("{}; {}", std::env::consts::OS, std::env::consts::ARCH);
+    let expected = [
+        ("product", "eventhubs-buffered".to_string()),
+        ("version", version.to_string()),
+        ("platform", platform.clone()),
+        ("framework", "Rust".to_string()),
+        (
+            "user-agent",
+            format!("azsdk-rust-eventhubs-buffered/{version} ({platform})"),
+        ),
+    ];
+    for (name, value) in expected {
+        assert_eq!(open.properties.get(name), Some(&value), "{name}");
+    }
+}

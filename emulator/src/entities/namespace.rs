@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use tokio::sync::{broadcast, mpsc, watch};
 
+use crate::connection::ClientOpen;
 use crate::entities::idempotence::ProducerIds;
 use crate::entities::store::Partition;
 use crate::faults::{FaultCondition, FaultRules};
@@ -168,6 +169,8 @@ pub(crate) struct Namespace {
     /// Tells this emulator's tracking ids from another's (the start time, in nanoseconds).
     instance: u64,
     detach_orders: broadcast::Sender<DetachOrder>,
+    /// What each client announced in its `open`, in the order they connected.
+    client_opens: Mutex<Vec<ClientOpen>>,
 }
 
 /// Why a consumer link may not attach.
@@ -206,7 +209,24 @@ impl Namespace {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or_default(),
             detach_orders,
+            client_opens: Mutex::new(Vec::new()),
         }
+    }
+
+    /// A client's `open` was read.
+    pub(crate) fn record_open(&self, open: ClientOpen) {
+        self.client_opens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(open);
+    }
+
+    /// What every client announced so far, in the order they connected.
+    pub(crate) fn client_opens(&self) -> Vec<ClientOpen> {
+        self.client_opens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Hub names are case-insensitive, as in the service.

@@ -19,6 +19,8 @@ use std::task::{Context, Poll};
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::client_open::{OpenSink, OpenSniffer};
+
 /// Above this many bytes waiting for the socket, writes are refused until it drains.
 const MAX_PENDING_OUTPUT: usize = 1 << 20;
 const PROTOCOL_HEADER_LEN: usize = 8;
@@ -65,6 +67,8 @@ pub(crate) struct WireStream<S> {
     ready: BytesMut,
     cut: CutSwitch,
     inbound: InboundUnits,
+    /// Reads the client's `open` from the first bytes, until it has (see `client_open.rs`).
+    open: Option<OpenSniffer>,
 }
 
 /// Follows the unit boundaries (protocol headers and frames) of what the peer sends.
@@ -120,7 +124,14 @@ impl<S> WireStream<S> {
             ready: BytesMut::new(),
             cut,
             inbound: InboundUnits::default(),
+            open: None,
         }
+    }
+
+    /// Hands the client's `open`, once read, to `sink`.
+    pub(crate) fn recording_open(mut self, sink: OpenSink) -> Self {
+        self.open = Some(OpenSniffer::new(sink));
+        self
     }
 
     /// Moves every complete unit (protocol header or frame) from `unparsed` to `ready`.
@@ -226,7 +237,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for WireStream<S> {
         }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => Poll::Ready(this.inbound.check(&buf.filled()[before..])),
+            Poll::Ready(Ok(())) => {
+                let received = &buf.filled()[before..];
+                if let Some(sniffer) = &mut this.open {
+                    if sniffer.take(received) {
+                        this.open = None;
+                    }
+                }
+                Poll::Ready(this.inbound.check(received))
+            }
             other => other,
         }
     }

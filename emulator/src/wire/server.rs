@@ -100,18 +100,30 @@ async fn serve_tcp(
     let result = match tls {
         Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
             Ok(Ok(stream)) => {
-                serve_connection(WireStream::new(stream, cut.clone()), ns, cut, raw, shutdown).await
+                let io = WireStream::new(stream, cut.clone()).recording_open(open_sink(&ns));
+                serve_connection(io, ns, cut, raw, shutdown).await
             }
             Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
             Err(_) => Err("TLS handshake timed out".to_string()),
         },
         None => {
-            serve_connection(WireStream::new(stream, cut.clone()), ns, cut, raw, shutdown).await
+            let io = WireStream::new(stream, cut.clone()).recording_open(open_sink(&ns));
+            serve_connection(io, ns, cut, raw, shutdown).await
         }
     };
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended");
     }
+}
+
+/// Where a connection's `open` goes: the namespace, which keeps what every client announced.
+fn open_sink(ns: &Arc<Namespace>) -> super::client_open::OpenSink {
+    let ns = Arc::downgrade(ns);
+    Arc::new(move |open| {
+        if let Some(ns) = ns.upgrade() {
+            ns.record_open(open);
+        }
+    })
 }
 
 fn stream_clone(stream: &TcpStream) -> Option<socket2::Socket> {
