@@ -56,7 +56,7 @@ impl std::fmt::Debug for OpenSniffer {
 /// What the bytes so far tell.
 enum Found {
     /// The `open`, decoded (or not decodable: then nothing is recorded).
-    Open(Option<Open>),
+    Open(Option<Box<Open>>),
     /// Not yet: more bytes are needed.
     NotYet,
     /// It will not come (malformed prefix, or the first AMQP frame is not an `open`).
@@ -77,7 +77,7 @@ impl OpenSniffer {
         match find_open(&self.seen) {
             Found::Open(open) => {
                 if let Some(open) = open {
-                    (self.sink)(client_open(open));
+                    (self.sink)(client_open(*open));
                 }
                 true
             }
@@ -110,7 +110,9 @@ fn find_open(mut bytes: &[u8]) -> Found {
             let body = &bytes[data_offset..size];
             return match body.get(..3) {
                 // A described list with the `open` descriptor (0x00 0x53 0x10).
-                Some([0x00, 0x53, 0x10]) => Found::Open(serde_amqp::from_slice(body).ok()),
+                Some([0x00, 0x53, 0x10]) => {
+                    Found::Open(serde_amqp::from_slice(body).ok().map(Box::new))
+                }
                 _ => Found::Never,
             };
         }
