@@ -146,6 +146,7 @@ mod properties;
 mod retry;
 mod telemetry;
 
+pub use amqp::proxy::ProxyOptions;
 pub use batch::{
     BatchTarget, CreateBatchOptions, EventDataBatch, TryAddError, MAX_PARTITION_KEY_LENGTH,
 };

@@ -20,6 +20,7 @@ use super::errors::{from_attach_error, lost_during, Broken, Failure};
 use super::message::{
     IDEMPOTENT_PRODUCER_CAPABILITY, PRODUCER_EPOCH, PRODUCER_ID, PRODUCER_SEQUENCE_NUMBER,
 };
+use super::proxy::{self, ProxyOptions};
 use super::request_response::RequestResponseLink;
 use super::sender::AmqpSender;
 use super::tls::TlsSettings;
@@ -41,6 +42,8 @@ pub(crate) struct ConnectionConfig {
     pub tls: Option<TlsSettings>,
     /// The AMQP container id (the client's identifier).
     pub container_id: String,
+    /// An HTTP proxy to tunnel through, for the hosts it applies to.
+    pub proxy: Option<ProxyOptions>,
     /// Validity of the SAS tokens this side signs.
     pub token_validity: Duration,
     /// How long the service may stay silent before the connection is taken as dead. The
@@ -187,7 +190,16 @@ impl AmqpConnection {
 
     async fn open(&self) -> Result<Live, Failure> {
         let config = &self.config;
-        let tcp = connect_tcp(&config.connect_host, config.connect_port).await?;
+        let tcp = match config
+            .proxy
+            .as_ref()
+            .filter(|p| p.applies_to(&config.connect_host))
+        {
+            Some(proxy) => proxy::tunnel(proxy, &config.connect_host, config.connect_port)
+                .await
+                .map_err(|e| Failure::new(e, Broken::Connection))?,
+            None => connect_tcp(&config.connect_host, config.connect_port).await?,
+        };
         let _ = tcp.set_nodelay(true);
         let builder = Connection::builder()
             .container_id(config.container_id.clone())

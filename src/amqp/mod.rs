@@ -5,6 +5,7 @@ pub(crate) mod connection;
 pub(crate) mod errors;
 pub(crate) mod management;
 pub(crate) mod message;
+pub(crate) mod proxy;
 pub(crate) mod request_response;
 pub(crate) mod sender;
 pub(crate) mod tls;

@@ -236,6 +236,7 @@ impl ProducerClient {
             connect_port,
             tls,
             container_id: identifier.clone(),
+            proxy: options.proxy.clone(),
             token_validity,
             idle_timeout: idle_timeout(&options.retry),
         };

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::amqp::proxy::ProxyOptions;
 use crate::error::{Error, ErrorKind, Result};
 use crate::retry::RetryOptions;
 
@@ -32,6 +33,12 @@ pub struct ProducerClientOptions {
     pub trusted_root_certificates_pem: Vec<String>,
     /// Validity of the SAS tokens signed from a shared access key. Default: 1 hour.
     pub token_validity: Option<Duration>,
+    /// An HTTP proxy to tunnel the connection through (`CONNECT`), for networks that only
+    /// let traffic out through one; TLS still runs end to end with the service, and the
+    /// certificate is checked against the namespace. The environment's `HTTPS_PROXY` and
+    /// `NO_PROXY` apply only when the application passes [`ProxyOptions::from_env`].
+    /// Default: none (a direct connection).
+    pub proxy: Option<ProxyOptions>,
     /// Partition links attach as idempotent producers (set by the buffered producer).
     pub(crate) idempotent_partitions: bool,
 }
@@ -58,6 +65,12 @@ impl ProducerClientOptions {
     /// Trusts an extra root certificate (PEM), for example a test server's own CA.
     pub fn with_trusted_root_certificate_pem(mut self, pem: impl Into<String>) -> Self {
         self.trusted_root_certificates_pem.push(pem.into());
+        self
+    }
+
+    /// Connects through an HTTP proxy.
+    pub fn with_proxy(mut self, proxy: ProxyOptions) -> Self {
+        self.proxy = Some(proxy);
         self
     }
 

@@ -18,6 +18,7 @@ mod endpoints;
 mod failures;
 mod flow;
 mod handlers;
+mod http_proxy;
 mod metrics;
 mod outcomes;
 mod routing;

@@ -1,6 +1,7 @@
 //! Fixtures shared by the integration tests: an emulator, producers with fast retries, a
 //! recorder of every handler call (`recorder.rs`), bounded waits on the real clock, what the
-//! emulator stored, and a TCP proxy that can black-hole its connections (`proxy.rs`).
+//! emulator stored, a TCP proxy that can black-hole its connections (`proxy.rs`), and a real
+//! HTTP proxy, Debian's tinyproxy (`tinyproxy.rs`).
 //!
 //! Real IO does not work with tokio's paused clock, so every wait here is bounded on the real
 //! clock and a timeout is a test failure naming what did not happen.
@@ -17,10 +18,12 @@ use eventhubs_emulator::{Emulator, Faults};
 mod capture;
 pub mod proxy;
 mod recorder;
+pub mod tinyproxy;
 
 pub use self::capture::{Capture, LogCapture};
 pub use self::proxy::Proxy;
 pub use self::recorder::{body_text, Call, Failure, Recorder};
+pub use self::tinyproxy::Tinyproxy;
 
 pub const HUB: &str = "hub";
 
