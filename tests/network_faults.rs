@@ -191,8 +191,15 @@ async fn idempotent_settling_outlasts_cut_reconnects_and_settles_every_batch() {
     })
     .await;
     proxy.reset();
-    // Past the sends' retries (about 1.6 s), into the settling.
-    tokio::time::sleep(retry.bound() + Duration::from_millis(300)).await;
+    // Every reconnect is cut at once, so the sends can give up long before their bound: wait
+    // until each partition's batch has used its two retries (settling starts right after),
+    // then let settling meet cut reconnects for a while before the network heals. (A fixed
+    // wait of one bound let settling, which lasts one bound, run out first.)
+    wait_until("every partition's send gives up", retry.bound() * 2, || {
+        producer.metrics().total.retries >= 8
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     proxy.heal();
     wait_until("every event is reported", retry.bound() * 4 + BOUND, || {
         recorder.handled() == 16
