@@ -26,10 +26,14 @@ const MAX_GRANT: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 /// a grant counted from the whole second would outlive its token by up to a second).
 fn instant_of_unix(unix_seconds: u64) -> Instant {
     let now = Instant::now();
-    let expires_at = std::time::UNIX_EPOCH + Duration::from_secs(unix_seconds.min(u64::MAX / 2));
-    let lifetime = expires_at
-        .duration_since(std::time::SystemTime::now())
-        .unwrap_or_default()
+    // A time past what the clock can hold is as good as the longest grant.
+    let lifetime = std::time::UNIX_EPOCH
+        .checked_add(Duration::from_secs(unix_seconds))
+        .map_or(MAX_GRANT, |expires_at| {
+            expires_at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+        })
         .min(MAX_GRANT);
     // With the cap this cannot fail on any real clock; an already-expired grant is the safe
     // answer if it ever did.
