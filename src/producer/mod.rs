@@ -140,11 +140,9 @@ impl ProducerClient {
         credential: Arc<dyn TokenCredential>,
         options: ProducerClientOptions,
     ) -> Result<Self> {
-        Self::build(
+        Self::for_namespace(
             fully_qualified_namespace,
-            AMQPS_PORT,
-            true,
-            eventhub.to_string(),
+            eventhub,
             Credential::Identity(credential),
             options,
         )
@@ -157,11 +155,9 @@ impl ProducerClient {
         key: SharedAccessKey,
         options: ProducerClientOptions,
     ) -> Result<Self> {
-        Self::build(
+        Self::for_namespace(
             fully_qualified_namespace,
-            AMQPS_PORT,
-            true,
-            eventhub.to_string(),
+            eventhub,
             Credential::Key(key),
             options,
         )
@@ -175,12 +171,27 @@ impl ProducerClient {
         credential: SasCredential,
         options: ProducerClientOptions,
     ) -> Result<Self> {
+        Self::for_namespace(
+            fully_qualified_namespace,
+            eventhub,
+            Credential::Signature(credential),
+            options,
+        )
+    }
+
+    /// A client for a namespace reached by its name, with TLS on port 5671.
+    fn for_namespace(
+        fully_qualified_namespace: &str,
+        eventhub: &str,
+        credential: Credential,
+        options: ProducerClientOptions,
+    ) -> Result<Self> {
         Self::build(
             fully_qualified_namespace,
             AMQPS_PORT,
             true,
             eventhub.to_string(),
-            Credential::Signature(credential),
+            credential,
             options,
         )
     }

@@ -86,13 +86,7 @@ async fn tls_through_a_custom_endpoint_checks_the_certificate_against_the_namesp
     publishes_one(producer, &recorder, &emulator).await;
 
     let (producer, _recorder) = tls_producer(&emulator, "another-namespace.example");
-    let refused = bounded(
-        "enqueue",
-        BOUND,
-        producer.enqueue_event(event("x"), to("0")),
-    )
-    .await
-    .expect_err("a certificate for another name is refused");
+    let refused = refused_enqueue(&producer).await;
     assert_eq!(refused.error().kind(), ErrorKind::Tls, "{refused}");
     bounded("close", BOUND, producer.close()).await.ok();
 }

@@ -53,13 +53,7 @@ async fn tls_through_a_proxy_reaches_the_service() {
     // The way in is the proxy: without it, the same producer cannot connect.
     drop(tinyproxy);
     let (producer, _recorder) = through(&emulator, proxy);
-    let refused = bounded(
-        "enqueue",
-        BOUND,
-        producer.enqueue_event(event("x"), to("0")),
-    )
-    .await
-    .expect_err("no proxy, no way in");
+    let refused = refused_enqueue(&producer).await;
     assert_eq!(refused.error().kind(), ErrorKind::ConnectionFailed);
     assert!(
         refused.error().to_string().contains("HTTP proxy"),
@@ -95,13 +89,7 @@ async fn a_refused_proxy_credential_is_a_clear_error_without_the_secret() {
         ProxyOptions::new(&tinyproxy.url()).expect("proxy url"),
     ] {
         let (producer, _recorder) = through(&emulator, proxy);
-        let refused = bounded(
-            "enqueue",
-            BOUND,
-            producer.enqueue_event(event("x"), to("0")),
-        )
-        .await
-        .expect_err("the proxy refuses");
+        let refused = refused_enqueue(&producer).await;
         let error = refused.error();
         assert_eq!(error.kind(), ErrorKind::Unauthorized, "{error}");
         let text = error.to_string();

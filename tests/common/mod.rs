@@ -142,6 +142,20 @@ pub async fn bounded<T>(
     }
 }
 
+/// Enqueues one event to partition 0 and returns why it was refused (a test of a producer
+/// that cannot connect, or is refused).
+pub async fn refused_enqueue(
+    producer: &BufferedProducerClient,
+) -> eventhubs_buffered::EnqueueError {
+    bounded(
+        "enqueue",
+        BOUND,
+        producer.enqueue_event(EventData::from("refused"), to("0")),
+    )
+    .await
+    .expect_err("the enqueue is refused")
+}
+
 /// Polls `condition` every few milliseconds until it holds; fails the test after `limit`.
 pub async fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
