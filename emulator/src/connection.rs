@@ -20,6 +20,8 @@ pub struct ClientOpen {
     pub hostname: Option<String>,
     /// The properties whose values are strings or symbols, by name.
     pub properties: BTreeMap<String, String>,
+    /// Whether the connection came over AMQP over WebSockets (the WebSocket port).
+    pub websocket: bool,
 }
 
 /// A reply waiting to be sent on a request/response link.

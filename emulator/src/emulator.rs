@@ -17,6 +17,7 @@ use crate::entities::store::ReceivedEvent;
 use crate::error::EmulatorError;
 use crate::faults::{FaultCondition, FaultScope};
 use crate::sas::{generate_sas_token, SasKey};
+use crate::wire::server::{listen, serve, Framing};
 
 /// The default event hub: `hub` with 4 partitions.
 pub const DEFAULT_HUB: (&str, usize) = ("hub", 4);
@@ -49,6 +50,8 @@ pub struct EmulatorBuilder {
     hub_consumer_groups: Vec<(String, String)>,
     retention: Option<usize>,
     idle_timeout: Duration,
+    /// The port of AMQP over WebSockets (0: a free one); none: no WebSocket listener.
+    websocket_port: Option<u16>,
 }
 
 impl Default for EmulatorBuilder {
@@ -69,6 +72,7 @@ impl Default for EmulatorBuilder {
             hub_consumer_groups: Vec::new(),
             retention: None,
             idle_timeout: SERVICE_IDLE_TIMEOUT,
+            websocket_port: None,
         }
     }
 }
@@ -224,6 +228,22 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Also serves AMQP over WebSockets (`ws://`, or `wss://` with [`tls`](Self::tls)) on a
+    /// port of its own, as Event Hubs does on 443: the upgrade must ask for the path
+    /// `/$servicebus/websocket` and the subprotocol `AMQPWSB10`. The port is a free one; see
+    /// [`websocket_port`](Self::websocket_port) to choose it. Default: off.
+    pub fn websocket(mut self, enabled: bool) -> Self {
+        self.websocket_port = enabled.then_some(self.websocket_port.unwrap_or(0));
+        self
+    }
+
+    /// Serves AMQP over WebSockets on this port (0 picks a free one); turns
+    /// [`websocket`](Self::websocket) on.
+    pub fn websocket_port(mut self, port: u16) -> Self {
+        self.websocket_port = Some(port);
+        self
+    }
+
     fn validate(&self) -> Result<(), EmulatorError> {
         if !self.address.is_loopback() {
             return Err(EmulatorError::InvalidConfig(format!(
@@ -297,7 +317,7 @@ impl EmulatorBuilder {
         } else {
             None
         };
-        let listener = crate::wire::server::listen(SocketAddr::new(self.address, self.port))?;
+        let listener = listen(SocketAddr::new(self.address, self.port))?;
         let local_addr = listener.local_addr()?;
         let settings = Settings {
             keys: vec![self.key.clone()],
@@ -311,20 +331,34 @@ impl EmulatorBuilder {
         let ns = Arc::new(Namespace::new(settings, hubs, self.max_message_size));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
-        let task = tokio::spawn(crate::wire::server::serve(
+        let mut tasks = vec![tokio::spawn(serve(
             listener,
             ns.clone(),
-            acceptor,
-            shutdown_rx,
-        ));
+            acceptor.clone(),
+            Framing::Amqp,
+            shutdown_rx.clone(),
+        ))];
+        let mut websocket_addr = None;
+        if let Some(port) = self.websocket_port {
+            let listener = listen(SocketAddr::new(self.address, port))?;
+            websocket_addr = Some(listener.local_addr()?);
+            tasks.push(tokio::spawn(serve(
+                listener,
+                ns.clone(),
+                acceptor,
+                Framing::WebSocket,
+                shutdown_rx,
+            )));
+        }
         Ok(Emulator {
             ns,
             local_addr,
+            websocket_addr,
             default_hub,
             key: self.key,
             ca_pem: tls.map(|t| t.ca_pem),
             shutdown,
-            task: Some(task),
+            tasks,
         })
     }
 }
@@ -346,11 +380,12 @@ fn hub_groups(pairs: &[(String, String)]) -> std::collections::HashMap<String, V
 pub struct Emulator {
     ns: Arc<Namespace>,
     local_addr: SocketAddr,
+    websocket_addr: Option<SocketAddr>,
     default_hub: String,
     key: SasKey,
     ca_pem: Option<String>,
     shutdown: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Emulator {
@@ -379,19 +414,45 @@ impl Emulator {
         format!("sb://{}:{}", self.host(), self.local_addr.port())
     }
 
+    /// The address of AMQP over WebSockets, when [`EmulatorBuilder::websocket`] turned it on.
+    pub fn websocket_addr(&self) -> Option<SocketAddr> {
+        self.websocket_addr
+    }
+
+    /// The namespace endpoint on the WebSocket port, `sb://HOST:PORT`: what a client using
+    /// the WebSocket transport names (its path is `/$servicebus/websocket`).
+    pub fn websocket_endpoint(&self) -> Option<String> {
+        let addr = self.websocket_addr?;
+        Some(format!("sb://{}:{}", self.host(), addr.port()))
+    }
+
+    /// A connection string for the first hub whose endpoint is the WebSocket port, for clients
+    /// set to the WebSocket transport. Without TLS it carries `UseDevelopmentEmulator=true`
+    /// (`ws://`).
+    pub fn websocket_connection_string(&self) -> Option<String> {
+        let endpoint = self.websocket_endpoint()?;
+        Some(format!(
+            "{}EntityPath={}",
+            self.connection_string_at(&endpoint),
+            self.default_hub
+        ))
+    }
+
     /// A namespace-level connection string (no `EntityPath`). Without TLS it carries
     /// `UseDevelopmentEmulator=true`, which tells clients to use plain AMQP on the given port.
     pub fn namespace_connection_string(&self) -> String {
+        self.connection_string_at(&self.endpoint())
+    }
+
+    fn connection_string_at(&self, endpoint: &str) -> String {
         let emulator_flag = if self.ca_pem.is_some() {
             ""
         } else {
             "UseDevelopmentEmulator=true;"
         };
         format!(
-            "Endpoint={};SharedAccessKeyName={};SharedAccessKey={};{emulator_flag}",
-            self.endpoint(),
-            self.key.name,
-            self.key.key
+            "Endpoint={endpoint};SharedAccessKeyName={};SharedAccessKey={};{emulator_flag}",
+            self.key.name, self.key.key
         )
     }
 
@@ -493,7 +554,7 @@ impl Emulator {
     /// 5 s) for them to end.
     pub async fn shutdown(mut self) {
         self.shutdown.send_replace(true);
-        if let Some(task) = self.task.take() {
+        for task in std::mem::take(&mut self.tasks) {
             let _ = task.await;
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

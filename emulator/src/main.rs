@@ -38,6 +38,11 @@ struct Cli {
     #[arg(long)]
     tls: bool,
 
+    /// Also serve AMQP over WebSockets on this port (ws, or wss with --tls; path
+    /// /$servicebus/websocket, subprotocol AMQPWSB10; 0 picks a free one).
+    #[arg(long, value_name = "PORT")]
+    websocket_port: Option<u16>,
+
     /// Name of the shared access key that signs valid tokens.
     #[arg(long, value_name = "NAME", default_value = DEFAULT_KEY_NAME)]
     key_name: String,
@@ -105,6 +110,9 @@ impl Cli {
         }
         for group in &self.consumer_groups {
             builder = builder.consumer_group(group);
+        }
+        if let Some(port) = self.websocket_port {
+            builder = builder.websocket_port(port);
         }
         if let Some(events) = self.max_events_per_partition {
             builder =
@@ -192,6 +200,13 @@ async fn main() -> ExitCode {
         "EVENTHUBS_NAMESPACE_CONNECTION_STRING={}",
         emulator.namespace_connection_string()
     );
+    if let Some(connection_string) = emulator.websocket_connection_string() {
+        eprintln!(
+            "AMQP over WebSockets on {}/$servicebus/websocket",
+            emulator.websocket_endpoint().unwrap_or_default()
+        );
+        println!("EVENTHUBS_WEBSOCKET_CONNECTION_STRING={connection_string}");
+    }
     stop.await;
     let counters = emulator.counters();
     eprintln!(
@@ -219,6 +234,9 @@ mod tests {
     #[test]
     fn good_flags_parse() {
         let cli = parse(&["--port", "0", "--hub", "a:2", "--hub", "b:3", "--tls"]).unwrap();
+        assert_eq!(cli.websocket_port, None);
+        let cli_ws = parse(&["--websocket-port", "8080"]).unwrap();
+        assert_eq!(cli_ws.websocket_port, Some(8080));
         assert_eq!(cli.hubs, vec![("a".into(), 2), ("b".into(), 3)]);
         assert!(cli.builder().is_ok());
         assert!(parse(&["--key-name", "k", "--key", "v", "--no-auth"]).is_ok());

@@ -43,15 +43,23 @@ fn run(command: &mut Command, what: &str) -> String {
     stdout
 }
 
-/// The pinned requirement line, e.g. `azure-eventhub==5.15.1`.
-fn pinned_requirement() -> String {
+/// The pinned requirements, as (name, version): `azure-eventhub==5.15.1` and what its
+/// WebSocket transport needs.
+fn pinned_requirements() -> Vec<(String, String)> {
     let text =
         std::fs::read_to_string(interop_dir().join("requirements.txt")).expect("requirements.txt");
-    text.lines()
+    let pins: Vec<(String, String)> = text
+        .lines()
         .map(str::trim)
-        .find(|l| l.starts_with("azure-eventhub=="))
-        .expect("requirements.txt pins azure-eventhub")
-        .to_string()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once("=="))
+        .map(|(name, version)| (name.trim().to_string(), version.trim().to_string()))
+        .collect();
+    assert!(
+        pins.iter().any(|(name, _)| name == "azure-eventhub"),
+        "requirements.txt pins azure-eventhub"
+    );
+    pins
 }
 
 /// A Python with the pinned azure-eventhub, made once per test binary: the tests run in
@@ -81,14 +89,21 @@ fn prepare_interop_python() -> PathBuf {
             "creating the venv",
         );
     }
-    let wanted = pinned_requirement();
-    let version = wanted.trim_start_matches("azure-eventhub==");
+    let pins = pinned_requirements();
+    let names: Vec<&str> = pins.iter().map(|(name, _)| name.as_str()).collect();
+    let probe = format!(
+        "import importlib.metadata as m\nfor n in {names:?}:\n    try: print(n + '==' + m.version(n))\n    except Exception: print(n)"
+    );
     let installed = Command::new(&python)
-        .args(["-c", "import azure.eventhub as e; print(e.__version__)"])
+        .args(["-c", &probe])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
-    if installed != version {
+    let wanted: String = pins
+        .iter()
+        .map(|(name, version)| format!("{name}=={version}\n"))
+        .collect();
+    if installed != wanted {
         run(
             Command::new(&python)
                 .args([
@@ -100,7 +115,7 @@ fn prepare_interop_python() -> PathBuf {
                     "-r",
                 ])
                 .arg(interop_dir().join("requirements.txt")),
-            "installing azure-eventhub",
+            "installing the pinned requirements",
         );
     }
     python
@@ -108,21 +123,95 @@ fn prepare_interop_python() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn microsofts_python_client_publishes_and_reads_back() {
-    let python = tokio::task::spawn_blocking(interop_python)
-        .await
-        .expect("venv setup");
     let emulator = Emulator::builder()
         .hub("hub", 4)
         .start()
         .await
         .expect("emulator starts");
-    let result_file = venv_dir().join(format!("interop-result-{}.json", std::process::id()));
+    run_interop_script(&emulator, &[]).await;
+    emulator.shutdown().await;
+}
+
+/// `TransportType.AmqpOverWebsocket` to the emulator's WebSocket port, `ws://` as with the
+/// service's development emulator (`UseDevelopmentEmulator=true`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn microsofts_python_client_works_over_websockets() {
+    let emulator = Emulator::builder()
+        .hub("hub", 4)
+        .websocket(true)
+        .start()
+        .await
+        .expect("emulator starts");
+    let endpoint = emulator.websocket_endpoint().expect("a WebSocket port");
+    run_interop_script(
+        &emulator,
+        &[
+            ("INTEROP_TRANSPORT", "websocket"),
+            ("INTEROP_CUSTOM_ENDPOINT", &endpoint),
+        ],
+    )
+    .await;
+    assert_every_open_was_websocket(&emulator);
+    emulator.shutdown().await;
+}
+
+/// The same over `wss://`, the client trusting the emulator's certificate authority.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn microsofts_python_client_works_over_secure_websockets() {
+    let emulator = Emulator::builder()
+        .hub("hub", 4)
+        .tls(true)
+        .websocket(true)
+        .start()
+        .await
+        .expect("emulator starts");
+    let endpoint = emulator.websocket_endpoint().expect("a WebSocket port");
+    let ca_file = venv_dir().join(format!("interop-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca_file, emulator.ca_certificate_pem().expect("a CA")).expect("CA written");
+    let ca_path = ca_file.to_string_lossy().into_owned();
+    run_interop_script(
+        &emulator,
+        &[
+            ("INTEROP_TRANSPORT", "websocket"),
+            ("INTEROP_CUSTOM_ENDPOINT", &endpoint),
+            ("INTEROP_CA_FILE", &ca_path),
+        ],
+    )
+    .await;
+    let _ = std::fs::remove_file(&ca_file);
+    assert_every_open_was_websocket(&emulator);
+    emulator.shutdown().await;
+}
+
+/// The WebSocket tests must not pass over plain AMQP: the emulator counts the connections of
+/// each port.
+fn assert_every_open_was_websocket(emulator: &Emulator) {
+    let opens = emulator.client_opens();
+    assert!(!opens.is_empty(), "no client opened a connection");
+    assert!(
+        opens.iter().all(|open| open.websocket),
+        "a connection came over plain AMQP: {opens:?}"
+    );
+}
+
+/// Runs the interop script against `emulator` with `env` added, and checks where the 1,000
+/// events were stored and that Microsoft's client announced itself.
+async fn run_interop_script(emulator: &Emulator, env: &[(&str, &str)]) {
+    let python = tokio::task::spawn_blocking(interop_python)
+        .await
+        .expect("venv setup");
+    let result_file = venv_dir().join(format!(
+        "interop-result-{}-{}.json",
+        std::process::id(),
+        emulator.local_addr().port()
+    ));
 
     let script = interop_dir().join("azure_eventhub_interop.py");
     let child = tokio::process::Command::new(&python)
         .arg(&script)
         .env("EVENTHUBS_CONNECTION_STRING", emulator.connection_string())
         .env("INTEROP_RESULT_FILE", &result_file)
+        .envs(env.iter().copied())
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(240), child)
@@ -167,7 +256,6 @@ async fn microsofts_python_client_publishes_and_reads_back() {
             .is_some_and(|agent| agent.starts_with("azsdk-python-eventhub"))),
         "no open announced Microsoft's Python client: {opens:?}"
     );
-    emulator.shutdown().await;
 }
 
 /// The drop-in recipe: the emulator binary started from a Config.json in Microsoft's format,

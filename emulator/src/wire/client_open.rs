@@ -29,6 +29,7 @@ fn client_open(open: Open) -> ClientOpen {
         container_id: open.container_id,
         hostname: open.hostname,
         properties,
+        websocket: false,
     }
 }
 

@@ -1,5 +1,5 @@
-//! The accept loop, and the life of each connection and session: TLS and SASL, the open, then
-//! every attach handed to the link dispatcher.
+//! The accept loops, and the life of each connection and session: TLS, the WebSocket upgrade
+//! on a WebSocket listener, SASL, the open, then every attach handed to the link dispatcher.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -63,18 +63,30 @@ pub(crate) fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
+/// What a listener speaks once TCP (and TLS) is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// AMQP bytes straight on the stream (ports 5672 and 5671).
+    Amqp,
+    /// AMQP in WebSocket binary messages, after an upgrade on `/$servicebus/websocket` with
+    /// the `AMQPWSB10` subprotocol (Event Hubs' port 443).
+    WebSocket,
+}
+
 /// Serves connections until `shutdown` turns true.
 pub(crate) async fn serve(
     listener: TcpListener,
     ns: Arc<Namespace>,
     tls: Option<TlsAcceptor>,
+    framing: Framing,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    tokio::spawn(serve_tcp(stream, peer, ns.clone(), tls.clone(), shutdown.clone()));
+                    let accepted = Accepted { ns: ns.clone(), framing, shutdown: shutdown.clone() };
+                    tokio::spawn(serve_tcp(stream, peer, tls.clone(), accepted));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -86,41 +98,75 @@ pub(crate) async fn serve(
     }
 }
 
+/// What every accepted connection is served with.
+struct Accepted {
+    ns: Arc<Namespace>,
+    framing: Framing,
+    shutdown: watch::Receiver<bool>,
+}
+
 async fn serve_tcp(
     stream: TcpStream,
     peer: SocketAddr,
-    ns: Arc<Namespace>,
     tls: Option<TlsAcceptor>,
-    shutdown: watch::Receiver<bool>,
+    accepted: Accepted,
 ) {
     let _ = stream.set_nodelay(true);
-    let cut = CutSwitch::default();
     // A second handle on the socket lets the "drop" fault end it while fe2o3 owns the stream.
     let raw = stream_clone(&stream);
     let result = match tls {
         Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-            Ok(Ok(stream)) => {
-                let io = WireStream::new(stream, cut.clone()).recording_open(open_sink(&ns));
-                serve_connection(io, ns, cut, raw, shutdown).await
-            }
+            Ok(Ok(stream)) => serve_framed(stream, raw, accepted).await,
             Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
             Err(_) => Err("TLS handshake timed out".to_string()),
         },
-        None => {
-            let io = WireStream::new(stream, cut.clone()).recording_open(open_sink(&ns));
-            serve_connection(io, ns, cut, raw, shutdown).await
-        }
+        None => serve_framed(stream, raw, accepted).await,
     };
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended");
     }
 }
 
+/// Serves the AMQP connection on `stream`, first upgrading it to a WebSocket on a WebSocket
+/// listener.
+async fn serve_framed<S>(
+    stream: S,
+    raw: Option<socket2::Socket>,
+    accepted: Accepted,
+) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
+{
+    let Accepted {
+        ns,
+        framing,
+        shutdown,
+    } = accepted;
+    let cut = CutSwitch::default();
+    let sink = open_sink(&ns, framing);
+    match framing {
+        Framing::Amqp => {
+            let io = WireStream::new(stream, cut.clone()).recording_open(sink);
+            serve_connection(io, ns, cut, raw, shutdown).await
+        }
+        Framing::WebSocket => {
+            let upgraded =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, eventhubs_websocket::accept(stream))
+                    .await
+                    .map_err(|_| "WebSocket handshake timed out".to_string())?
+                    .map_err(|e| e.to_string())?;
+            let io = WireStream::new(upgraded, cut.clone()).recording_open(sink);
+            serve_connection(io, ns, cut, raw, shutdown).await
+        }
+    }
+}
+
 /// Where a connection's `open` goes: the namespace, which keeps what every client announced.
-fn open_sink(ns: &Arc<Namespace>) -> super::client_open::OpenSink {
+fn open_sink(ns: &Arc<Namespace>, framing: Framing) -> super::client_open::OpenSink {
     let ns = Arc::downgrade(ns);
-    Arc::new(move |open| {
+    Arc::new(move |mut open| {
         if let Some(ns) = ns.upgrade() {
+            open.websocket = framing == Framing::WebSocket;
             ns.record_open(open);
         }
     })

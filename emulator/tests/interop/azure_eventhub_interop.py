@@ -18,6 +18,10 @@ What this proves, using only the public synchronous API of the official SDK:
 Inputs (environment):
     EVENTHUBS_CONNECTION_STRING  Endpoint=sb://127.0.0.1:PORT;...;EntityPath=hub;UseDevelopmentEmulator=true
                                  (hub "hub" with partitions "0".."3", freshly created and empty)
+    INTEROP_TRANSPORT            optional: "websocket" for TransportType.AmqpOverWebsocket
+                                 (then INTEROP_CUSTOM_ENDPOINT, sb://HOST:PORT of the emulator's
+                                 WebSocket port, and with TLS INTEROP_CA_FILE, the PEM of the
+                                 emulator's certificate authority, say where and whom to trust)
     INTEROP_RESULT_FILE          where to write the JSON summary on success:
                                  {"keyed": [[key, partition_id], ...],
                                   "partition_counts": {"0": n, ...}, "received": 1000}
@@ -44,6 +48,7 @@ from azure.eventhub import (
     EventHubConsumerClient,
     EventHubProducerClient,
     LoadBalancingStrategy,
+    TransportType,
 )
 from azure.eventhub.amqp import AmqpMessageBodyType
 from azure.eventhub._pyamqp import _platform as _pyamqp_platform
@@ -639,6 +644,23 @@ class ReceiveSummary:
     key_partition: Dict[str, str]
 
 
+def client_options() -> Dict[str, Any]:
+    """Keyword arguments of both clients: the transport the environment asks for."""
+    transport = os.environ.get("INTEROP_TRANSPORT", "amqp")
+    if transport == "amqp":
+        return {}
+    if transport != "websocket":
+        raise CheckFailed(f"FAIL [setup] unknown INTEROP_TRANSPORT {transport!r}")
+    options: Dict[str, Any] = {
+        "transport_type": TransportType.AmqpOverWebsocket,
+        "custom_endpoint_address": require_env("INTEROP_CUSTOM_ENDPOINT"),
+    }
+    ca_file = os.environ.get("INTEROP_CA_FILE")
+    if ca_file:
+        options["connection_verify"] = ca_file
+    return options
+
+
 def phase3_receive(
     conn_str: str, sent: Dict[int, SentEvent], window_start: datetime.datetime
 ) -> ReceiveSummary:
@@ -651,6 +673,7 @@ def phase3_receive(
         # check ("no consumer errors") instead of only as missing events.
         load_balancing_strategy=LoadBalancingStrategy.GREEDY,
         load_balancing_interval=5,
+        **client_options(),
     )
     try:
         collector = receive_all(consumer, {f"event-{i}" for i in sent})
@@ -745,7 +768,7 @@ def run() -> None:
     result_path = require_env("INTEROP_RESULT_FILE")
     window_start = datetime.datetime.now(datetime.timezone.utc)
 
-    producer = EventHubProducerClient.from_connection_string(conn_str)
+    producer = EventHubProducerClient.from_connection_string(conn_str, **client_options())
     try:
         in_phase("phase 1", phase1_management, producer)
         sent = in_phase("phase 2", phase2_send, producer)
