@@ -3,7 +3,7 @@
 //! `cargo run --release --example throughput -- [--events N] [--size BYTES] [--partitions N]
 //! [--delay-ms MS] [--concurrency-per-partition N] [--max-concurrent-sends N]
 //! [--buffered-events-per-partition N] [--max-wait-ms MS] [--phase both|buffered|prebatched]
-//! [--outcomes] [--send-when-idle 0|1]`
+//! [--outcomes] [--send-when-idle 0|1] [--transport tcp|websockets]`
 //!
 //! 1. Publishes `events` events of `size` bytes through `BufferedProducerClient` to the
 //!    in-process emulator (automatic routing, enqueued from 4 tasks), and waits until the last
@@ -19,6 +19,8 @@
 //! sets the buffered producer's `max_wait_time` (default 250 ms); under a profiler such as
 //! callgrind, which slows the program down some 50 times, raise it so that batches are sealed
 //! for the same reasons as in a normal run (not because their oldest event waited too long).
+//! `--transport websockets` runs both phases over AMQP over WebSockets (the emulator's
+//! WebSocket port, `ws://`) instead of AMQP over TCP.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,7 +31,7 @@ mod process;
 
 use eventhubs_buffered::{
     BufferedProducerClient, BufferedProducerOptions, CreateBatchOptions, EnqueueOptions, EventData,
-    EventDataBatch, ProducerClient, ProducerClientOptions,
+    EventDataBatch, ProducerClient, ProducerClientOptions, TransportType,
 };
 use eventhubs_emulator::Emulator;
 
@@ -47,6 +49,31 @@ struct Args {
     outcomes: bool,
     /// `BufferedProducerOptions::send_when_idle` of the buffered phase.
     send_when_idle: bool,
+    transport: Transport,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Transport {
+    /// AMQP over TCP.
+    Tcp,
+    /// AMQP over WebSockets.
+    Websockets,
+}
+
+/// The connection string and client options of both phases, for the chosen transport.
+fn connection(emulator: &Emulator, args: &Args) -> (String, ProducerClientOptions) {
+    match args.transport {
+        Transport::Tcp => (
+            emulator.connection_string(),
+            ProducerClientOptions::default(),
+        ),
+        Transport::Websockets => (
+            emulator
+                .websocket_connection_string()
+                .expect("the emulator serves WebSockets"),
+            ProducerClientOptions::default().with_transport(TransportType::AmqpWebSockets),
+        ),
+    }
 }
 
 /// How many outcomes a task keeps pending with `--outcomes` before it awaits the oldest.
@@ -96,6 +123,9 @@ struct Cli {
     /// Buffered phase: send_when_idle.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     send_when_idle: bool,
+    /// AMQP over TCP, or over WebSockets.
+    #[arg(long, value_enum, default_value_t = Transport::Tcp)]
+    transport: Transport,
 }
 
 fn parse_args() -> Args {
@@ -112,6 +142,7 @@ fn parse_args() -> Args {
         phase: cli.phase,
         outcomes: cli.outcomes,
         send_when_idle: cli.send_when_idle,
+        transport: cli.transport,
     }
 }
 
@@ -217,30 +248,31 @@ async fn buffered_phase(
 ) -> Result<(f64, Option<Used>), Box<dyn std::error::Error>> {
     let confirmed = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    let (connection_string, client) = connection(emulator, args);
     let options = BufferedProducerOptions::default()
+        .with_client_options(client)
         .with_max_concurrent_sends_per_partition(args.per_partition)
         .with_max_concurrent_sends(args.max_sends)
         .with_max_buffered_events_per_partition(args.buffered_events)
         .with_max_wait_time(Some(args.max_wait))
         .with_send_when_idle(args.send_when_idle);
-    let producer =
-        BufferedProducerClient::from_connection_string(&emulator.connection_string(), None)
-            .options(options)
-            .on_send_succeeded({
-                let confirmed = confirmed.clone();
-                move |context| {
-                    confirmed.fetch_add(context.events.len() as u64, Ordering::Relaxed);
-                    async {}
-                }
-            })
-            .on_send_failed({
-                let failed = failed.clone();
-                move |context| {
-                    failed.fetch_add(context.events.len() as u64, Ordering::Relaxed);
-                    async {}
-                }
-            })
-            .build()?;
+    let producer = BufferedProducerClient::from_connection_string(&connection_string, None)
+        .options(options)
+        .on_send_succeeded({
+            let confirmed = confirmed.clone();
+            move |context| {
+                confirmed.fetch_add(context.events.len() as u64, Ordering::Relaxed);
+                async {}
+            }
+        })
+        .on_send_failed({
+            let failed = failed.clone();
+            move |context| {
+                failed.fetch_add(context.events.len() as u64, Ordering::Relaxed);
+                async {}
+            }
+        })
+        .build()?;
     // Connect and attach every partition's link before the clock starts, as the pre-batched
     // phase does when it makes its batches: one warm-up event per partition, flushed.
     let body = event_body(args.size);
@@ -332,11 +364,8 @@ async fn prebatched_phase(
     emulator: &Emulator,
     args: &Args,
 ) -> Result<(f64, Option<Used>), Box<dyn std::error::Error>> {
-    let producer = ProducerClient::from_connection_string(
-        &emulator.connection_string(),
-        None,
-        ProducerClientOptions::default(),
-    )?;
+    let (connection_string, client) = connection(emulator, args);
+    let producer = ProducerClient::from_connection_string(&connection_string, None, client)?;
     let batches = full_batches(&producer, args).await?;
     // The same number of batches in flight as the buffered producer allows.
     let in_flight = Arc::new(tokio::sync::Semaphore::new(
@@ -368,12 +397,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args();
     let emulator = Emulator::builder()
         .hub("hub", args.partitions)
+        .websocket(args.transport == Transport::Websockets)
         .start()
         .await?;
     emulator.faults().delay_dispositions(args.delay);
     println!(
-        "throughput: {} events of {} B, {} partitions, {} send(s) in flight per partition, at most {} in all, dispositions delayed {:?}",
-        args.events, args.size, args.partitions, args.per_partition, args.max_sends, args.delay
+        "throughput: {} events of {} B, {} partitions, {} send(s) in flight per partition, at most {} in all, dispositions delayed {:?}, AMQP over {}",
+        args.events,
+        args.size,
+        args.partitions,
+        args.per_partition,
+        args.max_sends,
+        args.delay,
+        match args.transport {
+            Transport::Tcp => "TCP",
+            Transport::Websockets => "WebSockets",
+        }
     );
 
     // Runs one phase and says how fast it went, the CPU time it took per event (while timed),

@@ -130,6 +130,27 @@
 //! `opentelemetry` feature adds OpenTelemetry instruments and spans named as OpenTelemetry's
 //! messaging conventions name them, and, when asked, puts the enqueuing span's trace context
 //! on each event (`OpenTelemetryOptions`, set with `BufferedProducerOptions::with_opentelemetry`).
+//!
+//! # Networks
+//!
+//! The connection is AMQP over TLS on port 5671 by default. Where only HTTPS gets out, set
+//! [`TransportType::AmqpWebSockets`] with
+//! [`ProducerClientOptions::with_transport`]: the same AMQP connection inside a WebSocket on
+//! port 443 (the default feature `websockets`). Either goes through an HTTP proxy
+//! ([`ProducerClientOptions::with_proxy`]) or to a custom endpoint.
+//!
+//! ```no_run
+//! use eventhubs_buffered::{BufferedProducerClient, BufferedProducerOptions, ProducerClientOptions, TransportType};
+//! # fn build(connection_string: &str) -> eventhubs_buffered::Result<()> {
+//! let client = ProducerClientOptions::default().with_transport(TransportType::AmqpWebSockets);
+//! let producer = BufferedProducerClient::from_connection_string(connection_string, None)
+//!     .options(BufferedProducerOptions::default().with_client_options(client))
+//!     .on_send_failed(|context| async move { eprintln!("{}", context.error) })
+//!     .build()?;
+//! # drop(producer);
+//! # Ok(())
+//! # }
+//! ```
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -147,6 +168,7 @@ mod retry;
 mod telemetry;
 
 pub use amqp::proxy::ProxyOptions;
+pub use amqp::transport::TransportType;
 pub use batch::{
     BatchTarget, CreateBatchOptions, EventDataBatch, TryAddError, MAX_PARTITION_KEY_LENGTH,
 };

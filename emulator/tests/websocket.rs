@@ -88,7 +88,12 @@ async fn publishes_and_reads_back(emulator: &Emulator) {
             Some("amqp.annotation.x-opt-offset > '-1'"),
         )
         .await;
-    for expected in ["over-websocket0", "over-websocket1", "over-websocket2", &large] {
+    for expected in [
+        "over-websocket0",
+        "over-websocket1",
+        "over-websocket2",
+        &large,
+    ] {
         assert_eq!(
             data_body(&recv_one(&mut receiver).await),
             expected.as_bytes()
@@ -143,9 +148,11 @@ async fn upgrade_answer(emulator: &Emulator, path: &str, protocol: &str) -> Stri
 #[tokio::test]
 async fn upgrades_on_another_path_or_subprotocol_are_refused() {
     let emulator = websocket_emulator(false).await;
-    assert!(upgrade_answer(&emulator, "/$servicebus/websocket", "AMQPWSB10")
-        .await
-        .starts_with("HTTP/1.1 101"));
+    assert!(
+        upgrade_answer(&emulator, "/$servicebus/websocket", "AMQPWSB10")
+            .await
+            .starts_with("HTTP/1.1 101")
+    );
     assert!(upgrade_answer(&emulator, "/", "AMQPWSB10")
         .await
         .starts_with("HTTP/1.1 404"));
@@ -192,5 +199,8 @@ async fn faults_cut_websocket_connections_too() {
         .await
         .expect("the send ends in time");
     assert!(after.is_err(), "a send on a cut connection: {after:?}");
-    eventually("the connection is gone", || emulator.connection_count() == 0).await;
+    eventually("the connection is gone", || {
+        emulator.connection_count() == 0
+    })
+    .await;
 }

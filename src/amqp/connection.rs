@@ -13,17 +13,17 @@ use fe2o3_amqp::session::SessionHandle;
 use fe2o3_amqp::types::definitions::Fields;
 use fe2o3_amqp::types::primitives::{Symbol, Value};
 use fe2o3_amqp::{Connection, Session};
-use tokio::net::TcpStream;
 use tokio::sync::{Mutex, MutexGuard, Notify};
 
 use super::errors::{from_attach_error, lost_during, Broken, Failure};
 use super::message::{
     IDEMPOTENT_PRODUCER_CAPABILITY, PRODUCER_EPOCH, PRODUCER_ID, PRODUCER_SEQUENCE_NUMBER,
 };
-use super::proxy::{self, ProxyOptions};
+use super::proxy::ProxyOptions;
 use super::request_response::RequestResponseLink;
 use super::sender::AmqpSender;
 use super::tls::TlsSettings;
+use super::transport::{self, TransportType};
 use super::{cbs, management};
 use crate::auth::{renewal_delay, Credential, Token};
 use crate::error::{Error, ErrorKind};
@@ -40,6 +40,8 @@ pub(crate) struct ConnectionConfig {
     pub connect_port: u16,
     /// TLS settings; None for plain AMQP (the development emulator).
     pub tls: Option<TlsSettings>,
+    /// AMQP straight on the stream, or in WebSocket messages.
+    pub transport: TransportType,
     /// The AMQP container id (the client's identifier).
     pub container_id: String,
     /// An HTTP proxy to tunnel through, for the hosts it applies to.
@@ -190,34 +192,16 @@ impl AmqpConnection {
 
     async fn open(&self) -> Result<Live, Failure> {
         let config = &self.config;
-        let tcp = match config
-            .proxy
-            .as_ref()
-            .filter(|p| p.applies_to(&config.connect_host))
-        {
-            Some(proxy) => proxy::tunnel(proxy, &config.connect_host, config.connect_port)
-                .await
-                .map_err(|e| Failure::new(e, Broken::Connection))?,
-            None => connect_tcp(&config.connect_host, config.connect_port).await?,
-        };
-        let _ = tcp.set_nodelay(true);
-        let builder = Connection::builder()
+        let stream = transport::open_stream(config).await?;
+        let opened = Connection::builder()
             .container_id(config.container_id.clone())
             .hostname(config.fully_qualified_namespace.as_str())
             .sasl_profile(SaslProfile::Anonymous)
             .properties(client_properties())
             .max_frame_size(65536u32)
-            .idle_time_out(u32::try_from(config.idle_timeout.as_millis()).unwrap_or(u32::MAX));
-        let opened = match &config.tls {
-            Some(tls) => {
-                let stream = tls
-                    .connect(&config.fully_qualified_namespace, tcp)
-                    .await
-                    .map_err(|e| Failure::new(e, Broken::Connection))?;
-                builder.open_with_stream(stream).await
-            }
-            None => builder.open_with_stream(tcp).await,
-        };
+            .idle_time_out(u32::try_from(config.idle_timeout.as_millis()).unwrap_or(u32::MAX))
+            .open_with_stream(stream)
+            .await;
         let mut connection = opened.map_err(|e| {
             Failure::new(
                 Error::new(
@@ -546,40 +530,6 @@ fn client_properties() -> fe2o3_amqp::types::definitions::Fields {
         fields.insert(Symbol::from(name), Value::String(value));
     }
     fields
-}
-
-async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, Failure> {
-    let fail = |error: Error| Failure::new(error, Broken::Connection);
-    let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| {
-            fail(
-                Error::new(
-                    ErrorKind::HostNotFound,
-                    format!("the host name '{host}' does not resolve (check the namespace or the endpoint)"),
-                )
-                .with_source(e),
-            )
-        })?
-        .collect();
-    let mut last_error = None;
-    for address in &addresses {
-        match TcpStream::connect(address).await {
-            Ok(tcp) => return Ok(tcp),
-            Err(e) => last_error = Some(e),
-        }
-    }
-    let error = Error::new(
-        ErrorKind::ConnectionFailed,
-        format!("could not connect to {host}:{port} (refused or unreachable; is the port right and the service up?)"),
-    );
-    Err(fail(match last_error {
-        Some(e) => error.with_source(e),
-        None => Error::new(
-            ErrorKind::HostNotFound,
-            format!("the host name '{host}' resolves to no address"),
-        ),
-    }))
 }
 
 /// Link settings beyond the address (idempotent publishing uses them).

@@ -9,3 +9,4 @@ pub(crate) mod proxy;
 pub(crate) mod request_response;
 pub(crate) mod sender;
 pub(crate) mod tls;
+pub(crate) mod transport;

@@ -34,11 +34,6 @@ mod send;
 use self::options::{idle_timeout, parse_custom_endpoint};
 pub use self::options::{ProducerClientOptions, SendEventOptions};
 
-/// The AMQPS port.
-const AMQPS_PORT: u16 = 5671;
-/// The plain AMQP port (development emulator).
-const AMQP_PORT: u16 = 5672;
-
 struct Inner {
     connection: Arc<AmqpConnection>,
     eventhub: String,
@@ -119,11 +114,9 @@ impl ProducerClient {
         };
         let endpoint = parsed.endpoint();
         let use_tls = !parsed.use_development_emulator();
-        let default_port = if use_tls { AMQPS_PORT } else { AMQP_PORT };
-        let port = endpoint.port().unwrap_or(default_port);
         Self::build(
             endpoint.host(),
-            port,
+            endpoint.port(),
             use_tls,
             eventhub,
             credential,
@@ -133,7 +126,8 @@ impl ProducerClient {
 
     /// A client for `eventhub` in the namespace `fully_qualified_namespace`
     /// (e.g. `example.servicebus.windows.net`), authenticated by an Entra ID credential
-    /// (`azure_identity` or any [`TokenCredential`]). Uses TLS on port 5671.
+    /// (`azure_identity` or any [`TokenCredential`]). Uses TLS, on port 5671 (443 over
+    /// WebSockets).
     pub fn new(
         fully_qualified_namespace: &str,
         eventhub: &str,
@@ -148,7 +142,8 @@ impl ProducerClient {
         )
     }
 
-    /// A client authenticated by a shared access key. Uses TLS on port 5671.
+    /// A client authenticated by a shared access key. Uses TLS, on port 5671 (443 over
+    /// WebSockets).
     pub fn with_shared_access_key(
         fully_qualified_namespace: &str,
         eventhub: &str,
@@ -164,7 +159,7 @@ impl ProducerClient {
     }
 
     /// A client authenticated by a shared access signature the application can replace before
-    /// it expires ([`SasCredential::update`]). Uses TLS on port 5671.
+    /// it expires ([`SasCredential::update`]). Uses TLS, on port 5671 (443 over WebSockets).
     pub fn with_sas_credential(
         fully_qualified_namespace: &str,
         eventhub: &str,
@@ -179,7 +174,7 @@ impl ProducerClient {
         )
     }
 
-    /// A client for a namespace reached by its name, with TLS on port 5671.
+    /// A client for a namespace reached by its name, with TLS on the transport's port.
     fn for_namespace(
         fully_qualified_namespace: &str,
         eventhub: &str,
@@ -188,7 +183,7 @@ impl ProducerClient {
     ) -> Result<Self> {
         Self::build(
             fully_qualified_namespace,
-            AMQPS_PORT,
+            None,
             true,
             eventhub.to_string(),
             credential,
@@ -196,15 +191,18 @@ impl ProducerClient {
         )
     }
 
+    /// `port`: the one the endpoint names, else the transport's own (5671 or 443 with TLS).
     fn build(
         namespace: &str,
-        port: u16,
+        port: Option<u16>,
         use_tls: bool,
         eventhub: String,
         credential: Credential,
         options: ProducerClientOptions,
     ) -> Result<Self> {
         options.retry.validate()?;
+        options.transport.check_available()?;
+        let port = port.unwrap_or_else(|| options.transport.default_port(use_tls));
         if namespace.is_empty() {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
@@ -246,6 +244,7 @@ impl ProducerClient {
             connect_host,
             connect_port,
             tls,
+            transport: options.transport,
             container_id: identifier.clone(),
             proxy: options.proxy.clone(),
             token_validity,

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::amqp::proxy::ProxyOptions;
+use crate::amqp::transport::TransportType;
 use crate::error::{Error, ErrorKind, Result};
 use crate::retry::RetryOptions;
 
@@ -39,6 +40,10 @@ pub struct ProducerClientOptions {
     /// `NO_PROXY` apply only when the application passes [`ProxyOptions::from_env`].
     /// Default: none (a direct connection).
     pub proxy: Option<ProxyOptions>,
+    /// AMQP over TCP (port 5671) or over WebSockets (port 443, for networks that only let
+    /// HTTPS out; it works through [`proxy`](Self::proxy) too). Default:
+    /// [`TransportType::AmqpTcp`].
+    pub transport: TransportType,
     /// Partition links attach as idempotent producers (set by the buffered producer).
     pub(crate) idempotent_partitions: bool,
 }
@@ -71,6 +76,12 @@ impl ProducerClientOptions {
     /// Connects through an HTTP proxy.
     pub fn with_proxy(mut self, proxy: ProxyOptions) -> Self {
         self.proxy = Some(proxy);
+        self
+    }
+
+    /// Sets the transport: AMQP over TCP or over WebSockets.
+    pub fn with_transport(mut self, transport: TransportType) -> Self {
+        self.transport = transport;
         self
     }
 

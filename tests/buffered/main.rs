@@ -23,6 +23,7 @@ mod metrics;
 mod outcomes;
 mod routing;
 mod shared_connection;
+mod websockets;
 
 /// What every test file here uses.
 #[allow(unused_imports)]

@@ -60,7 +60,10 @@ impl fmt::Display for HandshakeError {
                 "the client did not offer the {SUBPROTOCOL} WebSocket subprotocol"
             ),
             Self::InvalidUrl(reason) => write!(f, "invalid WebSocket URL: {reason}"),
-            Self::Io(e) => write!(f, "the connection failed during the WebSocket handshake: {e}"),
+            Self::Io(e) => write!(
+                f,
+                "the connection failed during the WebSocket handshake: {e}"
+            ),
             Self::Protocol(reason) => write!(f, "WebSocket handshake failed: {reason}"),
         }
     }
@@ -140,25 +143,25 @@ fn client_error(error: WsError) -> HandshakeError {
 /// Accepts a client's upgrade on `stream` if it asks for `/$servicebus/websocket` with the
 /// `AMQPWSB10` subprotocol; otherwise answers 404 (another path) or 400 (no `AMQPWSB10`) and
 /// fails.
+// tungstenite's callback type fixes the size of the refusal (an HTTP response).
+#[allow(clippy::result_large_err)]
 pub async fn accept<S>(stream: S) -> Result<WebSocketBytes<S>, HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut refusal = None;
-    let check = |request: &Request, mut response: Response| {
-        match check_request(request) {
-            Ok(()) => {
-                response.headers_mut().insert(
-                    header::SEC_WEBSOCKET_PROTOCOL,
-                    HeaderValue::from_static(SUBPROTOCOL),
-                );
-                Ok(response)
-            }
-            Err(error) => {
-                let answer = error_response(&error);
-                refusal = Some(error);
-                Err(answer)
-            }
+    let check = |request: &Request, mut response: Response| match check_request(request) {
+        Ok(()) => {
+            response.headers_mut().insert(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static(SUBPROTOCOL),
+            );
+            Ok(response)
+        }
+        Err(error) => {
+            let answer = error_response(&error);
+            refusal = Some(error);
+            Err(answer)
         }
     };
     let accepted =
@@ -221,7 +224,10 @@ mod tests {
             url(false, "127.0.0.1", Some(8080)),
             "ws://127.0.0.1:8080/$servicebus/websocket"
         );
-        assert_eq!(url(false, "::1", Some(80)), "ws://[::1]/$servicebus/websocket");
+        assert_eq!(
+            url(false, "::1", Some(80)),
+            "ws://[::1]/$servicebus/websocket"
+        );
         assert_eq!(
             url(true, "[::1]", Some(9)),
             "wss://[::1]:9/$servicebus/websocket"
@@ -286,10 +292,16 @@ mod tests {
         );
         let (answer, error) = refused(&upgrade(PATH, Some("amqp"))).await;
         assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
-        assert!(matches!(error, HandshakeError::NoSubprotocolOffered), "{error:?}");
+        assert!(
+            matches!(error, HandshakeError::NoSubprotocolOffered),
+            "{error:?}"
+        );
         let (answer, error) = refused(&upgrade(PATH, None)).await;
         assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
-        assert!(matches!(error, HandshakeError::NoSubprotocolOffered), "{error:?}");
+        assert!(
+            matches!(error, HandshakeError::NoSubprotocolOffered),
+            "{error:?}"
+        );
     }
 
     #[tokio::test]

@@ -126,9 +126,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WebSocketBytes<S> {
         let this = self.get_mut();
         ready!(this.poll_send_written(cx))?;
         match ready!(Pin::new(&mut this.socket).poll_close(cx)) {
-            Ok(()) | Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
-                Poll::Ready(Ok(()))
-            }
+            Ok(()) | Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => Poll::Ready(Ok(())),
             Err(e) => Poll::Ready(Err(into_io(e))),
         }
     }
