@@ -481,3 +481,58 @@ async fn a_taken_port_is_reported() {
     assert!(stderr.starts_with("eventhubs-emulator: "), "{stderr}");
     drop(taken);
 }
+
+async fn next_line(running: &mut Running) -> String {
+    timeout(STEP, running.stdout.next_line())
+        .await
+        .expect("a line in time")
+        .expect("stdout is readable")
+        .expect("a line")
+}
+
+#[tokio::test]
+async fn serves_amqp_over_websockets_on_the_port_given() {
+    let mut running = Running::start(&["--port", "0", "--websocket-port", "0"]).await;
+    let namespace = next_line(&mut running).await;
+    assert!(namespace.starts_with("EVENTHUBS_NAMESPACE_CONNECTION_STRING="));
+    let websocket = next_line(&mut running).await;
+    let websocket = websocket
+        .strip_prefix("EVENTHUBS_WEBSOCKET_CONNECTION_STRING=Endpoint=sb://127.0.0.1:")
+        .unwrap_or_else(|| panic!("the WebSocket connection string: {websocket}"));
+    let port: u16 = websocket
+        .split(';')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("a port: {websocket}"));
+    assert_ne!(port, running.addr().port(), "a port of its own");
+    assert!(websocket.ends_with(";UseDevelopmentEmulator=true;EntityPath=hub"));
+
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("TCP connects");
+    let url = eventhubs_websocket::url(false, "127.0.0.1", Some(port));
+    let upgraded = eventhubs_websocket::connect(tcp, &url)
+        .await
+        .expect("the upgrade succeeds");
+    let connection = fe2o3_amqp::Connection::builder()
+        .container_id("cli-websocket")
+        .sasl_profile(fe2o3_amqp::sasl_profile::SaslProfile::Anonymous)
+        .open_with_stream(upgraded)
+        .await
+        .expect("AMQP opens over the WebSocket");
+    let mut client = TestClient::over(connection, &format!("127.0.0.1:{port}")).await;
+    client.authorize_with_key(&running.key(), "hub").await;
+    let mut sender = client.sender("hub/Partitions/0").await;
+    send_events(&mut sender, "cli-ws", 2).await;
+    let read = client
+        .read("com.microsoft:partition", "hub", Some("0"))
+        .await;
+    assert_eq!(read.status, 200);
+    assert_eq!(
+        reply_map(&read).get("last_enqueued_sequence_number"),
+        Some(&Value::Long(1))
+    );
+    client.close().await;
+    let exit = running.terminate().await;
+    assert_eq!(exit.code, Some(0), "stderr: {}", exit.stderr);
+}
