@@ -136,48 +136,35 @@ async fn microsofts_python_client_publishes_and_reads_back() {
 /// service's development emulator (`UseDevelopmentEmulator=true`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn microsofts_python_client_works_over_websockets() {
-    let emulator = Emulator::builder()
-        .hub("hub", 4)
-        .websocket(true)
-        .start()
-        .await
-        .expect("emulator starts");
-    let endpoint = emulator.websocket_endpoint().expect("a WebSocket port");
-    run_interop_script(
-        &emulator,
-        &[
-            ("INTEROP_TRANSPORT", "websocket"),
-            ("INTEROP_CUSTOM_ENDPOINT", &endpoint),
-        ],
-    )
-    .await;
-    assert_every_open_was_websocket(&emulator);
-    emulator.shutdown().await;
+    run_over_websockets(false).await;
 }
 
 /// The same over `wss://`, the client trusting the emulator's certificate authority.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn microsofts_python_client_works_over_secure_websockets() {
+    run_over_websockets(true).await;
+}
+
+async fn run_over_websockets(tls: bool) {
     let emulator = Emulator::builder()
         .hub("hub", 4)
-        .tls(true)
+        .tls(tls)
         .websocket(true)
         .start()
         .await
         .expect("emulator starts");
     let endpoint = emulator.websocket_endpoint().expect("a WebSocket port");
+    let mut env = vec![
+        ("INTEROP_TRANSPORT", "websocket".to_string()),
+        ("INTEROP_CUSTOM_ENDPOINT", endpoint),
+    ];
     let ca_file = venv_dir().join(format!("interop-ca-{}.pem", std::process::id()));
-    std::fs::write(&ca_file, emulator.ca_certificate_pem().expect("a CA")).expect("CA written");
-    let ca_path = ca_file.to_string_lossy().into_owned();
-    run_interop_script(
-        &emulator,
-        &[
-            ("INTEROP_TRANSPORT", "websocket"),
-            ("INTEROP_CUSTOM_ENDPOINT", &endpoint),
-            ("INTEROP_CA_FILE", &ca_path),
-        ],
-    )
-    .await;
+    if let Some(ca) = emulator.ca_certificate_pem() {
+        std::fs::write(&ca_file, ca).expect("CA written");
+        env.push(("INTEROP_CA_FILE", ca_file.to_string_lossy().into_owned()));
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    run_interop_script(&emulator, &env).await;
     let _ = std::fs::remove_file(&ca_file);
     assert_every_open_was_websocket(&emulator);
     emulator.shutdown().await;

@@ -2,14 +2,11 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::*;
 use eventhubs_emulator::Emulator;
 use fe2o3_amqp::sasl_profile::SaslProfile;
 use fe2o3_amqp::Connection;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -21,24 +18,6 @@ async fn tls_emulator() -> Emulator {
         .start()
         .await
         .expect("TLS emulator starts")
-}
-
-/// A rustls client that trusts only the given CA certificates (PEM).
-fn connector(ca_pem: &str) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots
-            .add(cert.expect("a PEM certificate"))
-            .expect("a usable CA");
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    TlsConnector::from(Arc::new(config))
 }
 
 async fn handshake(
@@ -58,7 +37,7 @@ async fn handshake(
 /// Opens AMQP over a finished TLS handshake and begins a session.
 async fn tls_client(emulator: &Emulator, server_name: &str) -> TestClient {
     let ca = emulator.ca_certificate_pem().expect("a CA with TLS");
-    let stream = handshake(emulator, &connector(ca), server_name)
+    let stream = handshake(emulator, &tls_connector(ca), server_name)
         .await
         .expect("TLS handshake");
     let connection = tokio::time::timeout(
@@ -116,7 +95,7 @@ async fn client_not_trusting_the_ca_fails_the_handshake() {
     let emulator = tls_emulator().await;
     // Trust another emulator's CA: a well-formed root that did not sign this server.
     let stranger = tls_emulator().await;
-    let untrusting = connector(stranger.ca_certificate_pem().expect("a CA"));
+    let untrusting = tls_connector(stranger.ca_certificate_pem().expect("a CA"));
     let result = handshake(&emulator, &untrusting, "localhost").await;
     let error = result.expect_err("the handshake must fail");
     let text = error.to_string().to_lowercase();

@@ -3,17 +3,13 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::*;
 use eventhubs_emulator::Emulator;
 use fe2o3_amqp::sasl_profile::SaslProfile;
 use fe2o3_amqp::Connection;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
 async fn websocket_emulator(tls: bool) -> Emulator {
     Emulator::builder()
@@ -23,21 +19,6 @@ async fn websocket_emulator(tls: bool) -> Emulator {
         .start()
         .await
         .expect("emulator starts")
-}
-
-fn connector(ca_pem: &str) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.expect("a PEM certificate")).expect("a CA");
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    TlsConnector::from(Arc::new(config))
 }
 
 /// Opens AMQP over a WebSocket to the emulator (over TLS when it serves TLS).
@@ -51,7 +32,7 @@ async fn websocket_client(emulator: &Emulator) -> TestClient {
     let connection = match emulator.ca_certificate_pem() {
         Some(ca) => {
             let name = ServerName::try_from("localhost").expect("a name");
-            let tls = connector(ca).connect(name, tcp).await.expect("TLS");
+            let tls = tls_connector(ca).connect(name, tcp).await.expect("TLS");
             let url = eventhubs_websocket::url(true, "localhost", Some(addr.port()));
             let ws = eventhubs_websocket::connect(tls, &url)
                 .await
