@@ -140,8 +140,8 @@ fn client_error(error: WsError) -> HandshakeError {
     }
 }
 
-/// Accepts a client's upgrade on `stream` if it asks for `/$servicebus/websocket` with the
-/// `AMQPWSB10` subprotocol; otherwise answers 404 (another path) or 400 (no `AMQPWSB10`) and
+/// Accepts a client's upgrade on `stream` if it asks for `/$servicebus/websocket` (with or
+/// without a trailing slash) with the `AMQPWSB10` subprotocol; otherwise answers 404 (another path) or 400 (no `AMQPWSB10`) and
 /// fails.
 // tungstenite's callback type fixes the size of the refusal (an HTTP response).
 #[allow(clippy::result_large_err)]
@@ -176,7 +176,8 @@ where
 
 fn check_request(request: &Request) -> Result<(), HandshakeError> {
     let path = request.uri().path();
-    if path != PATH {
+    // .NET asks for the path with a trailing slash, Python without: the service takes both.
+    if path.strip_suffix('/').unwrap_or(path) != PATH {
         return Err(HandshakeError::WrongPath {
             path: path.to_string(),
         });
@@ -280,6 +281,21 @@ mod tests {
             "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{protocol}\r\n"
         )
+    }
+
+    #[test]
+    fn the_path_may_end_with_a_slash() {
+        let request = |path: &str| {
+            Request::builder()
+                .uri(path)
+                .header(header::SEC_WEBSOCKET_PROTOCOL, "other, AMQPWSB10")
+                .body(())
+                .expect("a request")
+        };
+        assert!(check_request(&request("/$servicebus/websocket")).is_ok());
+        assert!(check_request(&request("/$servicebus/websocket/")).is_ok());
+        assert!(check_request(&request("/$servicebus/websocket//")).is_err());
+        assert!(check_request(&request("/$servicebus")).is_err());
     }
 
     #[tokio::test]
