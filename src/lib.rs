@@ -167,8 +167,8 @@ mod properties;
 mod retry;
 mod telemetry;
 
+pub use amqp::config::TransportType;
 pub use amqp::proxy::ProxyOptions;
-pub use amqp::transport::TransportType;
 pub use batch::{
     BatchTarget, CreateBatchOptions, EventDataBatch, TryAddError, MAX_PARTITION_KEY_LENGTH,
 };

@@ -15,58 +15,19 @@ use fe2o3_amqp::types::primitives::{Symbol, Value};
 use fe2o3_amqp::{Connection, Session};
 use tokio::sync::{Mutex, MutexGuard, Notify};
 
+use super::config::ConnectionConfig;
 use super::errors::{from_attach_error, lost_during, Broken, Failure};
 use super::message::{
     IDEMPOTENT_PRODUCER_CAPABILITY, PRODUCER_EPOCH, PRODUCER_ID, PRODUCER_SEQUENCE_NUMBER,
 };
-use super::proxy::ProxyOptions;
 use super::request_response::RequestResponseLink;
 use super::sender::AmqpSender;
-use super::tls::TlsSettings;
-use super::transport::{self, TransportType};
+use super::transport;
 use super::{cbs, management};
 use crate::auth::{renewal_delay, Credential, Token};
 use crate::error::{Error, ErrorKind};
 use crate::idempotence::{PublishingGrant, PublishingRequest};
 use crate::properties::{EventHubProperties, PartitionProperties};
-
-/// Where and how to connect.
-#[derive(Debug, Clone)]
-pub(crate) struct ConnectionConfig {
-    /// The namespace's host name; audiences are built from it.
-    pub fully_qualified_namespace: String,
-    /// Where to open the TCP connection (a custom endpoint, or the namespace itself).
-    pub connect_host: String,
-    pub connect_port: u16,
-    /// TLS settings; None for plain AMQP (the development emulator).
-    pub tls: Option<TlsSettings>,
-    /// AMQP straight on the stream, or in WebSocket messages.
-    pub transport: TransportType,
-    /// The AMQP container id (the client's identifier).
-    pub container_id: String,
-    /// An HTTP proxy to tunnel through, for the hosts it applies to.
-    pub proxy: Option<ProxyOptions>,
-    /// Validity of the SAS tokens this side signs.
-    pub token_validity: Duration,
-    /// How long the service may stay silent before the connection is taken as dead. The
-    /// service is asked to send a heartbeat at least every half of it, so a live connection
-    /// never stays silent that long; a dead one (black-holed, half-open) is then closed and
-    /// replaced instead of being used forever.
-    pub idle_timeout: Duration,
-}
-
-impl ConnectionConfig {
-    /// The audience URL of an entity path (`hub`, `hub/Partitions/0`, ...); a namespace that
-    /// is an IPv6 address is written in brackets, as URLs write it.
-    pub(crate) fn audience(&self, path: &str) -> String {
-        let scheme = if self.tls.is_some() { "amqps" } else { "amqp" };
-        let host = &self.fully_qualified_namespace;
-        match host.parse::<std::net::Ipv6Addr>() {
-            Ok(_) => format!("{scheme}://[{host}]/{path}"),
-            Err(_) => format!("{scheme}://{host}/{path}"),
-        }
-    }
-}
 
 /// A token put on the connection, and when to renew it.
 #[derive(Debug)]

@@ -1,6 +1,7 @@
 //! The AMQP layer: the only place fe2o3-amqp types appear.
 
 pub(crate) mod cbs;
+pub(crate) mod config;
 pub(crate) mod connection;
 pub(crate) mod errors;
 pub(crate) mod management;

@@ -7,53 +7,10 @@ use std::fmt::Debug;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::connection::ConnectionConfig;
+use super::config::{ConnectionConfig, TransportType};
 use super::errors::{Broken, Failure};
 use super::proxy;
 use crate::error::{Error, ErrorKind};
-
-/// How the client reaches Event Hubs.
-///
-/// Both carry the same AMQP 1.0 connection; they differ in the network path, not in what
-/// the service does. Connection strings do not choose it: set it in
-/// [`ProducerClientOptions::with_transport`](crate::ProducerClientOptions::with_transport).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum TransportType {
-    /// AMQP over TCP: TLS on port 5671, or plain AMQP on 5672 for a development emulator
-    /// (`UseDevelopmentEmulator=true`). The default.
-    #[default]
-    AmqpTcp,
-    /// AMQP over WebSockets: `wss://<namespace>/$servicebus/websocket` on port 443, the
-    /// HTTPS port, for networks that let nothing else out; `ws://` on port 80 for a
-    /// development emulator. A port named in the endpoint (connection string or custom
-    /// endpoint) is used instead. The library's default feature `websockets` provides it;
-    /// without that feature, clients set to it fail to build with `InvalidArgument`.
-    AmqpWebSockets,
-}
-
-impl TransportType {
-    /// The service's port for this transport, with or without TLS.
-    pub(crate) fn default_port(self, tls: bool) -> u16 {
-        match (self, tls) {
-            (Self::AmqpTcp, true) => 5671,
-            (Self::AmqpTcp, false) => 5672,
-            (Self::AmqpWebSockets, true) => 443,
-            (Self::AmqpWebSockets, false) => 80,
-        }
-    }
-
-    /// Fails when this build cannot speak the transport.
-    pub(crate) fn check_available(self) -> crate::Result<()> {
-        if self == Self::AmqpWebSockets && !cfg!(feature = "websockets") {
-            return Err(Error::new(
-                ErrorKind::InvalidArgument,
-                "the AmqpWebSockets transport needs the crate's `websockets` feature (on by default)",
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// What the AMQP connection runs over: any of the layerings above.
 pub(crate) trait AmqpIo: AsyncRead + AsyncWrite + Debug + Send + Unpin + 'static {}
@@ -178,15 +135,6 @@ async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn each_transport_has_the_services_ports() {
-        assert_eq!(TransportType::default(), TransportType::AmqpTcp);
-        assert_eq!(TransportType::AmqpTcp.default_port(true), 5671);
-        assert_eq!(TransportType::AmqpTcp.default_port(false), 5672);
-        assert_eq!(TransportType::AmqpWebSockets.default_port(true), 443);
-        assert_eq!(TransportType::AmqpWebSockets.default_port(false), 80);
-    }
 
     #[cfg(feature = "websockets")]
     #[test]

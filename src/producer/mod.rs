@@ -14,7 +14,8 @@ use std::time::Duration;
 use azure_core::credentials::TokenCredential;
 use tokio::sync::Mutex;
 
-use crate::amqp::connection::{AmqpConnection, ConnectionConfig, CLOSE_GRACE};
+use crate::amqp::config::ConnectionConfig;
+use crate::amqp::connection::{AmqpConnection, CLOSE_GRACE};
 use crate::amqp::errors::Failure;
 use crate::amqp::sender::AmqpSender;
 use crate::amqp::tls::{certificates_from_pem, TlsSettings};

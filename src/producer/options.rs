@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use crate::amqp::config::TransportType;
 use crate::amqp::proxy::ProxyOptions;
-use crate::amqp::transport::TransportType;
 use crate::error::{Error, ErrorKind, Result};
 use crate::retry::RetryOptions;
 
