@@ -214,15 +214,46 @@ fn encode_annotations(out: &mut Vec<u8>, annotations: &[(&str, AnnotationValue<'
     });
 }
 
+/// The room an encoding of `event` is first given: its body and a little per property.
+fn encoding_capacity(event: &EventData) -> usize {
+    event.body().len() + 32 + event.properties().len() * 24
+}
+
+/// The room a batch encoding of `event` ([`encode_batch_event`]) is given: enough for it in
+/// most cases, so that its buffer seldom grows (growing doubles it).
+pub(crate) fn batch_encoding_capacity(
+    event: &EventData,
+    partition_key: Option<&str>,
+    idempotent: bool,
+) -> usize {
+    let ids = event.message_id().map_or(0, str::len)
+        + event.correlation_id().map_or(0, str::len)
+        + event.content_type().map_or(0, str::len);
+    let key = partition_key.map_or(0, |key| key.len() + 32);
+    let publishing = if idempotent { 128 } else { 0 };
+    encoding_capacity(event) + ids + key + publishing
+}
+
 /// Encodes one event as a complete AMQP message, with the given message annotations.
+#[cfg(test)]
 pub(crate) fn encode_event(
     event: &EventData,
     annotations: &[(&str, AnnotationValue<'_>)],
 ) -> Vec<u8> {
+    let mut out = Vec::with_capacity(encoding_capacity(event));
+    encode_event_into(&mut out, event, annotations);
+    out
+}
+
+/// Encodes one event at the end of `out`.
+fn encode_event_into(
+    out: &mut Vec<u8>,
+    event: &EventData,
+    annotations: &[(&str, AnnotationValue<'_>)],
+) {
     let properties = event.properties();
-    let mut out = Vec::with_capacity(event.body().len() + 32 + properties.len() * 24);
-    encode_annotations(&mut out, annotations);
-    let mut e = Encoder { out: &mut out };
+    encode_annotations(out, annotations);
+    let mut e = Encoder { out };
     encode_properties_section(&mut e, event);
     if !properties.is_empty() {
         e.section(APPLICATION_PROPERTIES);
@@ -235,7 +266,6 @@ pub(crate) fn encode_event(
     }
     e.section(DATA);
     e.binary(event.body());
-    out
 }
 
 /// Encodes one event for a batch: with the partition key annotation when there is a key, and,
@@ -246,6 +276,19 @@ pub(crate) fn encode_batch_event(
     partition_key: Option<&str>,
     idempotent: bool,
 ) -> Vec<u8> {
+    let mut out = Vec::with_capacity(batch_encoding_capacity(event, partition_key, idempotent));
+    encode_batch_event_into(&mut out, event, partition_key, idempotent);
+    out
+}
+
+/// [`encode_batch_event`] into `out` (emptied first), reusing its allocation.
+pub(crate) fn encode_batch_event_into(
+    out: &mut Vec<u8>,
+    event: &EventData,
+    partition_key: Option<&str>,
+    idempotent: bool,
+) {
+    out.clear();
     let mut annotations: [(&str, AnnotationValue<'_>); 4] = [
         (PRODUCER_SEQUENCE_NUMBER, AnnotationValue::Int(0)),
         (PRODUCER_ID, AnnotationValue::Long(0)),
@@ -260,7 +303,7 @@ pub(crate) fn encode_batch_event(
         }
         None => 3,
     };
-    encode_event(event, &annotations[first..last])
+    encode_event_into(out, event, &annotations[first..last]);
 }
 
 /// The publishing annotations of an encoded event don't sit where [`encode_batch_event`]
@@ -537,6 +580,44 @@ mod tests {
             assert_eq!(
                 annotation_of(&message, PRODUCER_EPOCH),
                 Some(Value::Short(4))
+            );
+        }
+    }
+
+    #[test]
+    fn an_encoding_into_a_used_buffer_is_the_same_as_into_a_new_one() {
+        let large = EventData::from(vec![7u8; 3000]).with_property("p", "v");
+        let small = EventData::from("small");
+        // A buffer that held a larger, stamped idempotent event before.
+        let mut buffer = encode_batch_event(&large, Some("key"), true);
+        stamp_publishing(&mut buffer, 9, 2, 41).expect("stampable");
+        encode_batch_event_into(&mut buffer, &small, None, false);
+        assert_eq!(buffer, encode_batch_event(&small, None, false));
+        encode_batch_event_into(&mut buffer, &large, Some("key"), true);
+        assert_eq!(buffer, encode_batch_event(&large, Some("key"), true));
+    }
+
+    #[test]
+    fn the_capacity_given_fits_usual_encodings() {
+        let keyed = EventData::from(vec![1u8; 1024])
+            .with_property("name", "value")
+            .with_message_id("id-1");
+        for (key, idempotent) in [
+            (None, false),
+            (Some("a-partition-key"), false),
+            (None, true),
+        ] {
+            let encoded = encode_batch_event(&keyed, key, idempotent);
+            let capacity = batch_encoding_capacity(&keyed, key, idempotent);
+            assert!(
+                encoded.len() <= capacity,
+                "{} > {capacity} ({key:?}, {idempotent})",
+                encoded.len()
+            );
+            assert!(
+                capacity - encoded.len() < 160,
+                "{capacity} for {}",
+                encoded.len()
             );
         }
     }

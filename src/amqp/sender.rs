@@ -51,6 +51,17 @@ impl Payload {
         )
     }
 
+    /// The encoded events back (stamped, if they were), for their buffers to be reused.
+    pub(crate) fn into_encoded(self) -> Vec<Vec<u8>> {
+        match self.0.message.body {
+            Body::Data(sections) => sections
+                .into_iter()
+                .map(|Data(binary)| binary.into_vec())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The encoded size of the delivery.
     #[cfg(test)]
     pub(crate) fn encoded_size(&self) -> usize {

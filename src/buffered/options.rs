@@ -65,17 +65,19 @@ pub struct BufferedProducerOptions {
     /// 1 KiB events take about 2.2 KiB of the bound each. Not counted: the transfer frames a
     /// send in flight writes (at most one batch per send in flight, see
     /// [`max_concurrent_sends`](Self::max_concurrent_sends); 1 MiB per batch on the
-    /// service), the allocator's own overhead, and events handed to your handlers. An event
-    /// larger than the bound takes all of it and passes alone, so 1 MiB events work with any
-    /// bound.
+    /// service), the allocator's own overhead, events handed to your handlers, and the
+    /// encode buffers a partition with sends in progress keeps for reuse once their batch was
+    /// sent (at most one batch's worth per partition, 1 MiB on the service; none on an idle
+    /// partition). An event larger than the bound takes all of it and passes alone, so 1 MiB
+    /// events work with any bound.
     ///
     /// Sizing a container: the heap the producer's process held at its peak stayed within the
-    /// bound + 15 MiB (`examples/memory.rs`: 8 tasks enqueueing 1 KiB events through a
+    /// bound + 18 MiB (`examples/memory.rs`: 8 tasks enqueueing 1 KiB events through a
     /// 20 s stall and a recovery). Resident memory adds what the allocator keeps after
-    /// frees: with glibc's default of one arena per thread, events allocated on one worker
-    /// thread and freed on another left peaks of bound + 51 MiB for a 64 MiB bound and
-    /// bound + 92 to 136 MiB for 256 MiB; with `MALLOC_ARENA_MAX=1` in the environment, bound
-    /// + 48 MiB for 256 MiB, at the same throughput.
+    /// frees: with glibc's default of one arena per thread, event bodies allocated by tasks on
+    /// one worker thread and freed after their report left peaks of bound + 52 MiB for a
+    /// 64 MiB bound and bound + 92 to 131 MiB for 256 MiB; with `MALLOC_ARENA_MAX=1` in the
+    /// environment, bound + 50 MiB for 256 MiB.
     pub max_buffered_bytes: usize,
     /// Batches being sent at once, over all partitions. Default: 64.
     ///

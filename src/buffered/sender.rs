@@ -16,11 +16,12 @@ pub(crate) trait BatchSender: Send + Sync + 'static {
     /// The largest batch the partition's link takes, in bytes.
     async fn max_batch_size(&self, partition_id: &str) -> Result<usize>;
     /// Sends pre-encoded events as one batch to the partition, retries included; says where
-    /// they were published when the producer is idempotent.
+    /// they were published when the producer is idempotent. `encoded` holds the events again
+    /// afterwards (or nothing), for their buffers to be reused.
     async fn send(
         &self,
         partition_id: &str,
-        encoded: Vec<Vec<u8>>,
+        encoded: &mut Vec<Vec<u8>>,
     ) -> Result<Option<PublishedSequenceNumbers>>;
     /// Closes the connection.
     async fn close(&self);
@@ -45,7 +46,7 @@ impl BatchSender for ProducerClient {
     async fn send(
         &self,
         partition_id: &str,
-        encoded: Vec<Vec<u8>>,
+        encoded: &mut Vec<Vec<u8>>,
     ) -> Result<Option<PublishedSequenceNumbers>> {
         if self.idempotent_partitions() {
             return self.send_idempotent(partition_id, encoded).await.map(Some);
@@ -81,7 +82,7 @@ impl BatchSender for SharedProducer {
     async fn send(
         &self,
         partition_id: &str,
-        encoded: Vec<Vec<u8>>,
+        encoded: &mut Vec<Vec<u8>>,
     ) -> Result<Option<PublishedSequenceNumbers>> {
         BatchSender::send(&self.0, partition_id, encoded).await
     }

@@ -21,7 +21,7 @@ impl ProducerClient {
     pub(crate) async fn send_idempotent(
         &self,
         partition_id: &str,
-        mut encoded: Vec<Vec<u8>>,
+        encoded: &mut Vec<Vec<u8>>,
     ) -> Result<PublishedSequenceNumbers> {
         let path = self.partition_path(partition_id);
         let _turn = PublishingTurn::take(self, &path)?;
@@ -36,8 +36,10 @@ impl ProducerClient {
                 },
             )?;
         }
-        let payload = Payload::batch(None, encoded);
-        match self.send_payload(&path, &payload).await {
+        let payload = Payload::batch(None, std::mem::take(encoded));
+        let sent = self.send_payload(&path, &payload).await;
+        *encoded = payload.into_encoded();
+        match sent {
             Ok(()) => {
                 self.publishing(&path, |p| p.commit(&stamp));
                 Ok(stamp.published())

@@ -48,22 +48,25 @@ impl ProducerClient {
         if batch.is_empty() {
             return Ok(());
         }
-        let (target, encoded, _events) = batch.into_parts();
-        self.send_encoded(&target, encoded).await
+        let (target, mut encoded, _events) = batch.into_parts();
+        self.send_encoded(&target, &mut encoded).await
     }
 
-    /// Sends pre-encoded events as one delivery to `target`.
+    /// Sends pre-encoded events as one delivery to `target`; `encoded` holds them again
+    /// afterwards, for their buffers to be reused.
     pub(crate) async fn send_encoded(
         &self,
         target: &BatchTarget,
-        encoded: Vec<Vec<u8>>,
+        encoded: &mut Vec<Vec<u8>>,
     ) -> Result<()> {
         let key = match target {
             BatchTarget::PartitionKey(key) => Some(key.as_str()),
             _ => None,
         };
-        let payload = Payload::batch(key, encoded);
-        self.send_payload(&self.path_for(target), &payload).await
+        let payload = Payload::batch(key, std::mem::take(encoded));
+        let result = self.send_payload(&self.path_for(target), &payload).await;
+        *encoded = payload.into_encoded();
+        result
     }
 
     /// Sends a payload to `path` under the retry policy, rebuilding whatever a failed try broke.

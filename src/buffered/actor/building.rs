@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::{Actor, Building, Riders, Sealed};
-use crate::amqp::message::encode_batch_event;
+use crate::amqp::message::{batch_encoding_capacity, encode_batch_event, encode_batch_event_into};
 use crate::batch::{message_too_large, EncodedBatch};
 use crate::buffered::budget::Reservation;
 use crate::buffered::command::Queued;
@@ -43,6 +43,29 @@ impl Actor {
 
     pub(super) fn encode(&self, routing: &Routing, event: &EventData) -> Vec<u8> {
         encode_batch_event(event, routing.partition_key(), self.settings.idempotent)
+    }
+
+    /// [`encode`](Self::encode) into a kept buffer when one fits.
+    fn encode_reusing(&mut self, routing: &Routing, event: &EventData) -> Vec<u8> {
+        let key = routing.partition_key();
+        let idempotent = self.settings.idempotent;
+        let mut out = self
+            .spare
+            .take(batch_encoding_capacity(event, key, idempotent));
+        encode_batch_event_into(&mut out, event, key, idempotent);
+        out
+    }
+
+    /// Keeps the buffers of a batch whose send ended for the next encodings, about a batch's
+    /// worth; none once the partition has nothing left to send.
+    pub(super) fn keep_buffers(&mut self, buffers: Vec<Vec<u8>>) {
+        let idle = self.building.is_none() && self.ready.is_empty() && self.in_flight.is_empty();
+        if idle {
+            self.spare.clear();
+            return;
+        }
+        let limit = self.max_size.unwrap_or(0);
+        self.spare.keep(buffers, limit);
     }
 
     fn new_building(&self, max_size: usize, oldest: Instant) -> Building {
@@ -83,7 +106,7 @@ impl Actor {
             return;
         }
         let (event, routing, reservation) = queued.into_parts();
-        let encoded = self.encode(&routing, &event);
+        let encoded = self.encode_reusing(&routing, &event);
         let enqueued_at = self.received_at;
         let reported = ReportedEvent { event, routing };
         let building = match &mut self.building {

@@ -38,8 +38,10 @@ use crate::batch::EncodedBatch;
 use crate::error::Result;
 use crate::idempotence::PublishedSequenceNumbers;
 use crate::telemetry::PartitionTelemetry;
+use encode_buffers::SpareBuffers;
 
 mod building;
+mod encode_buffers;
 mod enqueued_at;
 mod resplit;
 mod sending;
@@ -76,6 +78,7 @@ pub(crate) fn spawn(
         max_size: None,
         building: None,
         last_batch_len: 0,
+        spare: SpareBuffers::default(),
         ready: VecDeque::new(),
         in_flight: FuturesOrdered::new(),
         in_flight_events: VecDeque::new(),
@@ -165,13 +168,15 @@ struct InFlight {
     pieces: Option<resplit::Pieces>,
 }
 
-/// A send in flight: resolves to its batch's sequence number, its result and how long it took.
+/// A send in flight: resolves to its batch's sequence number, its result, how long it took
+/// and the buffers of its encoded events, to be reused.
 type Sending = BoxFuture<
     'static,
     (
         u64,
         Result<Option<PublishedSequenceNumbers>>,
         std::time::Duration,
+        Vec<Vec<u8>>,
     ),
 >;
 
@@ -200,6 +205,9 @@ struct Actor {
     building: Option<Building>,
     /// Events in the batch sealed last: the next one is sized for as many.
     last_batch_len: usize,
+    /// Buffers of events whose send ended, for the next events' encodings (see
+    /// `encode_buffers.rs`).
+    spare: SpareBuffers,
     ready: VecDeque<Sealed>,
     in_flight: FuturesOrdered<Sending>,
     /// Events of the batches in flight, in send order.
@@ -279,9 +287,10 @@ impl Actor {
             let shared = self.shared.clone();
             tokio::select! {
                 biased;
-                Some((seq, result, took)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                Some((seq, result, took, buffers)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     self.shared.metrics.send_ended(took, self.in_flight.len());
                     self.on_completed(seq, result);
+                    self.keep_buffers(buffers);
                 }
                 permit = global.acquire_owned(), if wants_global => {
                     if let Ok(permit) = permit {

@@ -70,7 +70,8 @@ async fn send_in_pieces(
             .is_some_and(|(_, size)| piece_size + size <= max);
         if !fits && !piece.is_empty() {
             let n = piece.len();
-            let result = sender.send(partition, std::mem::take(&mut piece)).await;
+            let mut sent = std::mem::take(&mut piece);
+            let result = sender.send(partition, &mut sent).await;
             push(n, result);
             piece_size = empty;
         }
@@ -128,7 +129,8 @@ impl Actor {
                 let started = tokio::time::Instant::now();
                 let send = send_in_pieces(&*sender, &partition, encoded, refusal, &pieces);
                 crate::telemetry::counting_retries(retries, send).await;
-                (seq, Ok(None), started.elapsed())
+                // The pieces' buffers are not kept: a refused batch is rare.
+                (seq, Ok(None), started.elapsed(), Vec::new())
             }
             .boxed(),
         );

@@ -101,7 +101,11 @@ impl Actor {
         let send = self.telemetry.instrument_send(
             sealed.riders.events.iter().map(|reported| &reported.event),
             count,
-            async move { sender.send(&partition, encoded).await },
+            async move {
+                let mut encoded = encoded;
+                let published = sender.send(&partition, &mut encoded).await?;
+                Ok((published, encoded))
+            },
         );
         self.in_flight_events.push_back(InFlight {
             seq: sealed.seq,
@@ -116,7 +120,11 @@ impl Actor {
                     tracing::Span::current().record("error.type", error.kind().as_str());
                 }
                 drop(permit);
-                (sealed.seq, result, started.elapsed())
+                let (result, buffers) = match result {
+                    Ok((published, buffers)) => (Ok(published), buffers),
+                    Err(error) => (Err(error), Vec::new()),
+                };
+                (sealed.seq, result, started.elapsed(), buffers)
             }
             .instrument(span)
             .boxed(),

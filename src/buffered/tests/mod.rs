@@ -111,7 +111,7 @@ impl BatchSender for MockSender {
     async fn send(
         &self,
         partition_id: &str,
-        encoded: Vec<Vec<u8>>,
+        encoded: &mut Vec<Vec<u8>>,
     ) -> Result<Option<PublishedSequenceNumbers>> {
         let hang = {
             let mut state = self.state.lock().unwrap();
