@@ -141,8 +141,8 @@ fn client_error(error: WsError) -> HandshakeError {
 }
 
 /// Accepts a client's upgrade on `stream` if it asks for `/$servicebus/websocket` (with or
-/// without a trailing slash) with the `AMQPWSB10` subprotocol; otherwise answers 404 (another path) or 400 (no `AMQPWSB10`) and
-/// fails.
+/// without a trailing slash) with the `AMQPWSB10` subprotocol; otherwise answers 404 (another
+/// path) or 400 (no `AMQPWSB10`) and fails.
 // tungstenite's callback type fixes the size of the refusal (an HTTP response).
 #[allow(clippy::result_large_err)]
 pub async fn accept<S>(stream: S) -> Result<WebSocketBytes<S>, HandshakeError>
@@ -166,11 +166,11 @@ where
     };
     let accepted =
         tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config())).await;
-    match accepted {
-        Ok(socket) => Ok(WebSocketBytes::new(socket)),
-        Err(_) if refusal.is_some() => Err(refusal.unwrap_or(HandshakeError::Subprotocol)),
-        Err(WsError::Io(e)) => Err(HandshakeError::Io(e)),
-        Err(other) => Err(HandshakeError::Protocol(other.to_string())),
+    match (accepted, refusal) {
+        (Ok(socket), _) => Ok(WebSocketBytes::new(socket)),
+        (Err(_), Some(refusal)) => Err(refusal),
+        (Err(WsError::Io(e)), None) => Err(HandshakeError::Io(e)),
+        (Err(other), None) => Err(HandshakeError::Protocol(other.to_string())),
     }
 }
 

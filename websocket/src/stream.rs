@@ -41,14 +41,6 @@ impl<S> WebSocketBytes<S> {
             read_closed: false,
         }
     }
-
-    /// The stream under the WebSocket connection.
-    pub fn get_ref(&self) -> &S
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        self.socket.get_ref()
-    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketBytes<S> {
