@@ -194,9 +194,10 @@ async fn measure_load(partitions: usize, events: u64) -> Result<String, BoxError
     producer.close().await?;
     let published = counts.published.load(Ordering::Relaxed);
     let peak = process::peak_rss_mib().unwrap_or(f64::NAN);
+    let peak_live = PEAK_LIVE.load(Ordering::Relaxed) as f64 / MIB as f64;
     emulator.stop().await;
     Ok(format!(
-        "{partitions} {:.0} {peak:.0} {published}",
+        "{partitions} {:.0} {peak:.0} {published} {peak_live:.0}",
         published as f64 / elapsed.as_secs_f64()
     ))
 }
@@ -301,8 +302,8 @@ fn main() -> Result<(), BoxError> {
     println!();
     println!("full load, default options (256 MiB bound), 8 tasks, 300,000 events of 1 KiB");
     println!(
-        "{:>10} {:>12} {:>14}",
-        "partitions", "events/s", "peak RSS MiB"
+        "{:>10} {:>12} {:>14} {:>15}",
+        "partitions", "events/s", "peak RSS MiB", "peak heap MiB"
     );
     for partitions in [32, 100] {
         let line = in_own_process(
@@ -311,10 +312,11 @@ fn main() -> Result<(), BoxError> {
         )?;
         let fields: Vec<&str> = line.split_whitespace().collect();
         println!(
-            "{:>10} {:>12} {:>14}",
+            "{:>10} {:>12} {:>14} {:>15}",
             partitions,
             fields.get(1).unwrap_or(&"?"),
-            fields.get(2).unwrap_or(&"?")
+            fields.get(2).unwrap_or(&"?"),
+            fields.get(4).unwrap_or(&"?")
         );
     }
     Ok(())

@@ -65,6 +65,9 @@ pub(crate) struct ByteBudget {
     chunk: usize,
     /// Enqueues waiting for bytes (or about to).
     waiters: Arc<AtomicUsize>,
+    /// Bytes charged (see [`Self::charge`]) beyond what the budget had free: the next bytes
+    /// given back repay them before anybody can take them.
+    owed: Arc<AtomicUsize>,
 }
 
 /// Marks an enqueue as waiting for bytes while it lives (dropped with a cancelled enqueue).
@@ -86,6 +89,7 @@ impl ByteBudget {
             // budget when it is small, so that credit never holds much of it.
             chunk: (max / 64).min(64 * 1024),
             waiters: Arc::new(AtomicUsize::new(0)),
+            owed: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -163,10 +167,62 @@ impl ByteBudget {
         Some(taken)
     }
 
-    /// Gives bytes back to the budget (released batches, credit swept from the partitions).
+    /// Gives bytes back to the budget (released batches, credit swept from the partitions):
+    /// they repay what charges owe first.
     pub(crate) fn give_back(&self, bytes: usize) {
-        if bytes > 0 {
-            self.semaphore.add_permits(bytes);
+        let free = bytes - self.repay(bytes);
+        if free > 0 {
+            self.semaphore.add_permits(free);
+        }
+    }
+
+    /// Repays up to `bytes` of what charges owe; returns how much.
+    fn repay(&self, bytes: usize) -> usize {
+        if self.owed.load(Ordering::SeqCst) == 0 {
+            return 0;
+        }
+        let before = self
+            .owed
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |owed| {
+                Some(owed - owed.min(bytes))
+            })
+            .unwrap_or_else(|owed| owed);
+        before.min(bytes)
+    }
+
+    /// Counts `bytes` the producer holds besides its events' (the copy a send in flight is
+    /// serialized into, kept encode buffers) until the charge is dropped. Never waits, so that
+    /// sends, which free the budget, never wait for it: what the budget lacks now is owed, and
+    /// enqueues wait until the next bytes given back have repaid it.
+    pub(crate) fn charge(&self, bytes: usize) -> Charge {
+        let mut charge = Charge {
+            budget: self.clone(),
+            bytes: 0,
+        };
+        charge.set(bytes);
+        charge
+    }
+
+    /// Bytes already taken (events' reservations), given back when the charge is dropped.
+    pub(crate) fn holding(&self, bytes: usize) -> Charge {
+        Charge {
+            budget: self.clone(),
+            bytes,
+        }
+    }
+
+    fn take_now_or_owe(&self, bytes: usize) {
+        let free = self.semaphore.available_permits().min(bytes);
+        let taken = u32::try_from(free)
+            .ok()
+            .and_then(|n| self.semaphore.try_acquire_many(n).ok())
+            .map_or(0, |permit| {
+                let n = permit.num_permits();
+                permit.forget();
+                n
+            });
+        if bytes > taken {
+            self.owed.fetch_add(bytes - taken, Ordering::SeqCst);
         }
     }
 
@@ -174,6 +230,40 @@ impl ByteBudget {
     #[cfg(test)]
     pub(crate) fn available(&self) -> usize {
         self.semaphore.available_permits()
+    }
+}
+
+/// Bytes of the budget held by something other than events, given back when dropped (see
+/// [`ByteBudget::charge`]).
+#[derive(Debug)]
+pub(crate) struct Charge {
+    budget: ByteBudget,
+    bytes: usize,
+}
+
+impl Charge {
+    /// Holds `bytes` from now on: takes or gives back the difference.
+    pub(crate) fn set(&mut self, bytes: usize) {
+        if bytes == self.bytes {
+            return;
+        }
+        if bytes > self.bytes {
+            self.budget.take_now_or_owe(bytes - self.bytes);
+        } else {
+            self.budget.give_back(self.bytes - bytes);
+        }
+        self.bytes = bytes;
+    }
+
+    /// The bytes it holds.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.give_back(self.bytes);
     }
 }
 
@@ -199,6 +289,35 @@ mod tests {
         assert_eq!(budget.try_take(5000), Some(1000));
         assert_eq!(budget.try_take(1), None);
         budget.give_back(1000);
+        assert_eq!(budget.available(), 1000);
+    }
+
+    #[test]
+    fn a_charge_never_waits_and_what_it_owes_is_repaid_before_anyone_takes_bytes() {
+        let budget = ByteBudget::new(1000);
+        assert_eq!(budget.try_take(700), Some(700));
+        let charge = budget.charge(500);
+        assert_eq!(budget.available(), 0, "300 taken, 200 owed");
+        budget.give_back(150);
+        assert_eq!(budget.available(), 0, "repaid 150 of the 200 owed");
+        assert_eq!(budget.try_take(1), None);
+        budget.give_back(550);
+        assert_eq!(budget.available(), 500, "50 repaid, 500 free");
+        drop(charge);
+        assert_eq!(budget.available(), 1000, "everything back, nothing owed");
+    }
+
+    #[test]
+    fn a_charge_follows_what_it_holds() {
+        let budget = ByteBudget::new(1000);
+        let mut charge = budget.charge(0);
+        charge.set(400);
+        assert_eq!(budget.available(), 600);
+        charge.set(100);
+        assert_eq!(budget.available(), 900);
+        charge.set(1500);
+        assert_eq!(budget.available(), 0, "1000 taken, 500 owed");
+        charge.set(0);
         assert_eq!(budget.available(), 1000);
     }
 

@@ -2,7 +2,7 @@
 //! bytes of the shared budget, taken together for one event, cancel-safe, and given back
 //! together when its batch is done. The units themselves are in `budget.rs`.
 
-use super::budget::{ByteBudget, Reservation};
+use super::budget::{ByteBudget, Charge, Reservation};
 use super::inbox::Inbox;
 use crate::event::{EventData, PropertyValue};
 
@@ -15,18 +15,19 @@ pub(crate) fn release(inbox: &Inbox, budget: &ByteBudget, reservation: Reservati
     budget.give_back(reservation.bytes());
 }
 
-/// Gives the space `count` queued events held back (the actor, once their batch is sent or
-/// failed): they are no longer buffered.
+/// Gives the slots of `count` queued events back and stops counting them as buffered (the
+/// actor, once their batch is sent or failed); their bytes stay taken, in the charge
+/// returned, until it is dropped just before their handler call.
 pub(crate) fn release_queued(
     inbox: &Inbox,
     budget: &ByteBudget,
     count: usize,
     reservation: Reservation,
-) {
+) -> Charge {
     // Counts and slots first: an enqueuer woken by the freed space must not be counted on top
     // of the events it replaces (the counts would briefly exceed the partition's limit).
     inbox.release(count, reservation.bytes(), reservation.slots());
-    budget.give_back(reservation.bytes());
+    budget.holding(reservation.bytes())
 }
 
 /// The bytes of the budget an event holds from enqueue until its handler call: the event as

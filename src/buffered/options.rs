@@ -59,25 +59,31 @@ pub struct BufferedProducerOptions {
     /// Bytes the producer may hold for events enqueued and not yet reported, over all
     /// partitions; enqueueing waits while they are taken. Default: 256 MiB. At least 64 KiB.
     ///
-    /// What it counts, per event, from enqueue until its handler call: the event as you gave
-    /// it (body, property names and values, message id, correlation id, content type, key)
-    /// and its encoded copy in the batch (the same again), plus 128 bytes of bookkeeping. So
-    /// 1 KiB events take about 2.2 KiB of the bound each. Not counted: the transfer frames a
-    /// send in flight writes (at most one batch per send in flight, see
-    /// [`max_concurrent_sends`](Self::max_concurrent_sends); 1 MiB per batch on the
-    /// service), the allocator's own overhead, events handed to your handlers, and the
-    /// encode buffers a partition with sends in progress keeps for reuse once their batch was
-    /// sent (at most one batch's worth per partition, 1 MiB on the service; none on an idle
-    /// partition). An event larger than the bound takes all of it and passes alone, so 1 MiB
+    /// What it counts, per event, from enqueue until its handler call starts (while its
+    /// report waits behind other handler calls, too): the event as you gave it (body,
+    /// property names and values, message id, correlation id, content type, key) and its
+    /// encoded copy in the batch (the same again), plus 128 bytes of bookkeeping. So 1 KiB
+    /// events take about 2.2 KiB of the bound each. It also counts what the producer
+    /// holds besides events: each send in flight, the buffer the AMQP library serializes its
+    /// batch into (the batch's size rounded up to a power of two: 1 MiB for a full batch on
+    /// the service), and the encode buffers a partition with sends in progress keeps for its
+    /// next events (at most one batch's worth; none on an idle partition). Those are taken
+    /// without waiting, since sends are what frees the bound: when the bound is full they are
+    /// owed, and enqueues wait until finished batches have repaid them. Not counted: the
+    /// allocator's own overhead, events handed to your handlers, and the connection's own
+    /// buffers. An event larger than the bound takes all of it and passes alone, so 1 MiB
     /// events work with any bound.
     ///
     /// Sizing a container: the heap the producer's process held at its peak stayed within the
-    /// bound + 18 MiB (`examples/memory.rs`: 8 tasks enqueueing 1 KiB events through a
-    /// 20 s stall and a recovery). Resident memory adds what the allocator keeps after
-    /// frees: with glibc's default of one arena per thread, event bodies allocated by tasks on
-    /// one worker thread and freed after their report left peaks of bound + 52 MiB for a
-    /// 64 MiB bound and bound + 92 to 131 MiB for 256 MiB; with `MALLOC_ARENA_MAX=1` in the
-    /// environment, bound + 50 MiB for 256 MiB.
+    /// bound + 15 MiB (`examples/memory.rs`: 8 tasks enqueueing 1 KiB events through a 20 s
+    /// stall and a recovery), and at full load over 100 partitions within the bound +
+    /// 25..70 MiB (each partition's queues and batch vectors keep the capacity they
+    /// reached). Resident memory adds what the allocator keeps after
+    /// frees: the application's event bodies, allocated by tasks on one worker thread and
+    /// freed after their report on another, leave each thread's heap at its own peak. With
+    /// glibc's default of one arena per thread that gave peaks of bound + 45..53 MiB for a
+    /// 64 MiB bound and bound + 89..131 MiB for 256 MiB (mimalloc behaves alike); with
+    /// `MALLOC_ARENA_MAX=1` in the environment, bound + 35..50 MiB for 256 MiB.
     pub max_buffered_bytes: usize,
     /// Batches being sent at once, over all partitions. Default: 64.
     ///

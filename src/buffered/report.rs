@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use super::budget::Charge;
 use super::outcome::ReportedEvent;
 use crate::error::Error;
 use crate::idempotence::PublishedSequenceNumbers;
@@ -22,6 +23,9 @@ pub(crate) struct BatchOutcome {
     pub events: Vec<ReportedEvent>,
     /// Published (with the sequence numbers of an idempotent producer), or why not.
     pub result: Result<Option<PublishedSequenceNumbers>, Arc<Error>>,
+    /// The events' bytes of `max_buffered_bytes`: held until just before the handler call
+    /// (dropping it gives them back).
+    pub held: Charge,
 }
 
 /// One thing for the reporter to do.

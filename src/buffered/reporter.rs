@@ -102,7 +102,11 @@ fn call_for(
         partition_id,
         events,
         result,
+        held,
     } = outcome;
+    // The events leave the buffer for the handler: their bytes no longer count (so that a
+    // handler re-enqueueing them finds the room they held).
+    drop(held);
     match result {
         Ok(published_sequence_numbers) => handler.succeeded(SendSucceededContext {
             partition_id,

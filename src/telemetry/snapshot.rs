@@ -51,7 +51,9 @@ pub struct PartitionMetrics {
     pub abandoned: u64,
     /// Events buffered now: enqueued, and not yet published or failed.
     pub buffered_events: u64,
-    /// Bytes of the byte budget ([`max_buffered_bytes`]) the buffered events hold now.
+    /// Bytes of the byte budget ([`max_buffered_bytes`]) the buffered events hold now. Events
+    /// waiting for their handler call, sends in flight and kept encode buffers hold some more
+    /// of it (see there), not shown here.
     ///
     /// [`max_buffered_bytes`]: crate::BufferedProducerOptions::max_buffered_bytes
     pub buffered_bytes: u64,

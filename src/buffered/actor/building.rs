@@ -57,15 +57,22 @@ impl Actor {
     }
 
     /// Keeps the buffers of a batch whose send ended for the next encodings, about a batch's
-    /// worth; none once the partition has nothing left to send.
+    /// worth; none once the partition has nothing left to send. The most ever kept while the
+    /// partition is busy counts in the byte budget until it is idle: buffers taken for events
+    /// still count then (the events count too), so the budget errs on the safe side by at most
+    /// a batch, and a busy partition does not touch the shared budget after every send.
     pub(super) fn keep_buffers(&mut self, buffers: Vec<Vec<u8>>) {
         let idle = self.building.is_none() && self.ready.is_empty() && self.in_flight.is_empty();
         if idle {
             self.spare.clear();
+            self.spare_charge.set(0);
             return;
         }
         let limit = self.max_size.unwrap_or(0);
         self.spare.keep(buffers, limit);
+        if self.spare.bytes() > self.spare_charge.bytes() {
+            self.spare_charge.set(self.spare.bytes());
+        }
     }
 
     fn new_building(&self, max_size: usize, oldest: Instant) -> Building {

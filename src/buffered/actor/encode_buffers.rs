@@ -3,7 +3,8 @@
 //! on whichever worker thread ran the actor left glibc's per-thread arenas holding memory
 //! that the other threads could not reuse (`examples/memory.rs`: resident memory far above
 //! the live heap after a stalled service recovered). At most about one batch is kept per
-//! partition, and nothing once the partition has nothing left to send.
+//! partition, and nothing once the partition has nothing left to send; what is kept counts
+//! in `max_buffered_bytes` (the actor charges it, see `keep_buffers`).
 
 /// A buffer larger than this is not kept: large events are few per batch, and keeping one
 /// for a small event would hold memory `max_buffered_bytes` does not count.
@@ -20,7 +21,7 @@ pub(super) struct SpareBuffers {
 impl SpareBuffers {
     /// A buffer for an encoding expected to need `capacity` bytes: the last one kept when
     /// its capacity is at least that and not a quarter more (room a larger buffer wastes is
-    /// not counted by `max_buffered_bytes`), else a new one.
+    /// not counted once it holds an event), else a new one.
     pub(super) fn take(&mut self, capacity: usize) -> Vec<u8> {
         let fits = |kept: usize| kept >= capacity && kept <= capacity + capacity / 4 + 64;
         if self.buffers.last().is_some_and(|b| fits(b.capacity())) {
@@ -52,7 +53,6 @@ impl SpareBuffers {
     }
 
     /// The capacity kept, in bytes.
-    #[cfg(test)]
     pub(super) fn bytes(&self) -> usize {
         self.bytes
     }

@@ -29,7 +29,7 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::budget::Reservation;
+use super::budget::{Charge, Reservation};
 use super::command::{Command, Line};
 use super::inbox::Inbox;
 use super::outcome::{OutcomeSender, ReportedEvent};
@@ -63,7 +63,9 @@ pub(crate) fn spawn(
     ));
     let reports = settings.reporters.start(backlog.clone());
     let backlog_limit = (2 * settings.max_sends_per_partition).max(4);
+    let spare_charge = settings.budget.charge(0);
     let actor = Actor {
+        spare_charge,
         telemetry: settings.telemetry.partition(&shared.id),
         id_for_outcomes: Arc::from(shared.id.as_str()),
         shared: shared.clone(),
@@ -208,6 +210,8 @@ struct Actor {
     /// Buffers of events whose send ended, for the next events' encodings (see
     /// `encode_buffers.rs`).
     spare: SpareBuffers,
+    /// The kept buffers' capacity, counted in the byte budget.
+    spare_charge: Charge,
     ready: VecDeque<Sealed>,
     in_flight: FuturesOrdered<Sending>,
     /// Events of the batches in flight, in send order.

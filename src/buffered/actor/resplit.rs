@@ -15,6 +15,7 @@ use futures_util::FutureExt;
 use super::{Actor, Riders};
 use crate::amqp::message::data_section_size;
 use crate::batch::{message_too_large, BatchTarget, EventDataBatch};
+use crate::buffered::budget::Charge;
 use crate::buffered::sender::BatchSender;
 use crate::error::{Error, ErrorKind, Result};
 use crate::idempotence::PublishedSequenceNumbers;
@@ -123,8 +124,13 @@ impl Actor {
         let partition = self.shared.id.clone();
         let refusal = error.copy();
         let retries = self.shared.metrics.retries();
+        // The new encodings and the serialized pieces, besides the events' own bytes.
+        let encoded_bytes: usize = encoded.iter().map(Vec::len).sum();
+        let held = encoded_bytes + super::sending::serialized_size(encoded_bytes);
+        let charge = self.settings.budget.charge(held);
         self.in_flight.push_front(
             async move {
+                let _charge = charge;
                 let _permit = global.acquire_owned().await.ok();
                 let started = tokio::time::Instant::now();
                 let send = send_in_pieces(&*sender, &partition, encoded, refusal, &pieces);
@@ -140,15 +146,22 @@ impl Actor {
         true
     }
 
-    /// Reports a batch that was sent in pieces (its space already given back): one report per
-    /// piece, in order.
-    pub(super) fn report_pieces(&mut self, mut riders: Riders, pieces: &Pieces) {
+    /// Reports a batch that was sent in pieces (its slots already given back): one report per
+    /// piece, in order; the batch's bytes, `held`, ride with the last.
+    pub(super) fn report_pieces(&mut self, mut riders: Riders, pieces: &Pieces, held: Charge) {
         let pieces = std::mem::take(&mut *pieces.lock().unwrap_or_else(|p| p.into_inner()));
-        for Piece { count, result } in pieces {
+        let mut held = Some(held);
+        let last = pieces.len();
+        for (index, Piece { count, result }) in pieces.into_iter().enumerate() {
             let rest = riders.split_off(count);
+            let charge = match index + 1 == last && rest.events.is_empty() {
+                true => held.take(),
+                false => None,
+            };
             self.report_outcome(
                 std::mem::replace(&mut riders, rest),
                 result.map_err(Arc::new),
+                charge.unwrap_or_else(|| self.settings.budget.holding(0)),
             );
         }
         if !riders.events.is_empty() {
@@ -157,7 +170,8 @@ impl Actor {
                 ErrorKind::ServiceError,
                 "the batch was refused as too large and could not be sent again",
             );
-            self.report_outcome(riders, Err(Arc::new(error)));
+            let charge = held.unwrap_or_else(|| self.settings.budget.holding(0));
+            self.report_outcome(riders, Err(Arc::new(error)), charge);
         }
     }
 }

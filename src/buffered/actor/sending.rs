@@ -12,6 +12,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use super::{Actor, InFlight, Riders, Sealed};
+use crate::buffered::budget::Charge;
 use crate::buffered::capacity::release_queued;
 use crate::buffered::command::{Command, Line};
 use crate::buffered::outcome::{PublishedEvent, ReportedEvent};
@@ -33,6 +34,14 @@ fn abandoned(in_flight: bool) -> Arc<Error> {
         )
     };
     Arc::new(error)
+}
+
+/// What a send of `batch_bytes` holds besides its events: the AMQP library serializes the
+/// delivery into a buffer of its own, grown by doubling, and keeps it until the outcome.
+pub(super) fn serialized_size(batch_bytes: usize) -> usize {
+    batch_bytes
+        .checked_next_power_of_two()
+        .unwrap_or(batch_bytes)
 }
 
 impl Actor {
@@ -84,6 +93,7 @@ impl Actor {
         let bytes = sealed.batch.size_in_bytes();
         let encoded = sealed.batch.into_encoded();
         let count = encoded.len();
+        let serialized = self.settings.budget.charge(serialized_size(bytes));
         let sender = self.settings.sender.clone();
         let partition = self.shared.id.clone();
         let metrics = &self.shared.metrics;
@@ -120,6 +130,7 @@ impl Actor {
                     tracing::Span::current().record("error.type", error.kind().as_str());
                 }
                 drop(permit);
+                drop(serialized);
                 let (result, buffers) = match result {
                     Ok((published, buffers)) => (Ok(published), buffers),
                     Err(error) => (Err(error), Vec::new()),
@@ -131,8 +142,9 @@ impl Actor {
         );
     }
 
-    /// Gives back the space of the events of `riders`.
-    pub(super) fn release(&self, riders: &mut Riders) {
+    /// Gives back the slots of the events of `riders`; their bytes of the budget ride with
+    /// their report until just before their handler call.
+    pub(super) fn release(&self, riders: &mut Riders) -> Charge {
         let count = riders.events.len();
         // Counts first: an enqueuer woken by the freed space must not be counted on top of
         // the events it replaces (the counts would briefly exceed the partition's limit).
@@ -145,7 +157,7 @@ impl Actor {
             &self.settings.budget,
             count,
             reservation,
-        );
+        )
     }
 
     pub(super) fn report(&self, report: Report) {
@@ -176,10 +188,10 @@ impl Actor {
             return;
         };
         debug_assert_eq!(sent_seq, seq);
-        self.release(&mut riders);
+        let held = self.release(&mut riders);
         match pieces {
-            Some(pieces) => self.report_pieces(riders, &pieces),
-            None => self.report_outcome(riders, result.map_err(Arc::new)),
+            Some(pieces) => self.report_pieces(riders, &pieces, held),
+            None => self.report_outcome(riders, result.map_err(Arc::new), held),
         }
         self.completed_seq = seq;
         while self
@@ -194,13 +206,15 @@ impl Actor {
     }
 
     /// Reports the outcome of a send of `events` (a whole batch, or a piece of one), whose
-    /// space was given back: resolves the outcomes callers await, hands the events to the
-    /// reporter, and keeps the partition's failing flag (automatic routing reads it) and the
-    /// ordering guard up to date.
+    /// slots were given back and whose bytes `held` keeps until the handler call: resolves
+    /// the outcomes callers await, hands the events to the reporter, and keeps the
+    /// partition's failing flag (automatic routing reads it) and the ordering guard up to
+    /// date.
     pub(super) fn report_outcome(
         &mut self,
         riders: Riders,
         result: std::result::Result<Option<PublishedSequenceNumbers>, Arc<Error>>,
+        held: Charge,
     ) {
         if riders.events.is_empty() {
             return;
@@ -233,6 +247,7 @@ impl Actor {
             partition_id: self.shared.id.clone(),
             events: riders.events,
             result,
+            held,
         }));
         if failed_for_good && self.settings.pause_on_failure {
             self.pause();
@@ -261,8 +276,8 @@ impl Actor {
     /// Reports events as failed at once (too large, the link could not be attached, the
     /// partition is paused, cleared or abandoned), giving their space back.
     pub(super) fn fail_now(&mut self, mut riders: Riders, error: Arc<Error>) {
-        self.release(&mut riders);
-        self.report_outcome(riders, Err(error));
+        let held = self.release(&mut riders);
+        self.report_outcome(riders, Err(error), held);
     }
 
     /// The error of events the ordering guard holds back.

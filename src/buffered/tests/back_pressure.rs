@@ -158,3 +158,154 @@ async fn sixteen_tasks_enqueueing_at_once_all_get_reported() {
         assert!(mine.windows(2).all(|w| w[0] < w[1]), "task {t} keyed order");
     }
 }
+
+/// A 10 KiB event: it holds 2 * 10 KiB + 128 bytes of the byte bound, so three fit in 64 KiB.
+fn ten_kib(name: &str) -> EventData {
+    EventData::from(format!("{name}{}", "x".repeat(10 * 1024 - 1)))
+}
+
+/// `options` with a byte bound of 64 KiB.
+fn in_64_kib(options: BufferedProducerOptions) -> BufferedProducerOptions {
+    options.with_max_buffered_bytes(64 * 1024)
+}
+
+/// Enqueues `event` with `try_enqueue_event`, which must refuse it as full; returns it.
+async fn refused_as_full(
+    client: &BufferedProducerClient,
+    event: EventData,
+    partition: &str,
+) -> EventData {
+    let refused = client
+        .try_enqueue_event(event, to(partition))
+        .await
+        .unwrap_err();
+    assert!(refused.is_full(), "{refused:?}");
+    refused.into_event()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_send_in_flight_holds_its_serialized_copy_in_the_byte_bound() {
+    // Three events fit, unless a send in flight holds its serialized copy too (its batch's
+    // size rounded up: 16 KiB).
+    let sender = MockSender::new(1 << 20, Duration::from_secs(1));
+    let (client, outcomes) = producer(sender.clone(), in_64_kib(Default::default()));
+    client
+        .try_enqueue_event(ten_kib("a"), to("0"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(sender.sent().len(), 1, "a is being sent");
+    client
+        .try_enqueue_event(ten_kib("b"), to("0"))
+        .await
+        .unwrap();
+    let refused = refused_as_full(&client, ten_kib("c"), "0").await;
+    client.flush().await.unwrap();
+    client.try_enqueue_event(refused, to("0")).await.unwrap();
+    client.flush().await.unwrap();
+    assert_eq!(handled(&outcomes), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn encode_buffers_kept_for_a_busy_partition_hold_bytes_of_the_bound() {
+    // Sends of 1 s. While b is sent, a's encode buffer
+    // (about 10 KiB) is kept for the partition's next events and counts: c does not fit
+    // next to b and its send's 16 KiB until b's send ends and the idle partition lets the
+    // buffer go.
+    let sender = MockSender::new(1 << 20, Duration::from_secs(1));
+    let (client, outcomes) = producer(sender.clone(), in_64_kib(Default::default()));
+    client
+        .try_enqueue_event(ten_kib("a"), to("0"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    client
+        .try_enqueue_event(ten_kib("b"), to("0"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(sender.sent().len(), 2, "a was sent, b is being sent");
+    assert_eq!(handled(&outcomes), 1);
+    let refused = refused_as_full(&client, ten_kib("c"), "0").await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(handled(&outcomes), 2);
+    client.try_enqueue_event(refused, to("0")).await.unwrap();
+    client.flush().await.unwrap();
+    assert_eq!(handled(&outcomes), 3);
+}
+
+/// Holds the first handler call until `gate` gets a permit; counts the events handled.
+struct GatedFirstCall {
+    gate: Arc<tokio::sync::Semaphore>,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+    events: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl GatedFirstCall {
+    async fn call(&self, events: usize) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.calls.fetch_add(1, SeqCst) == 0 {
+            let _ = self.gate.acquire().await;
+        }
+        self.events.fetch_add(events, SeqCst);
+    }
+}
+
+impl BufferedProducerHandler for GatedFirstCall {
+    async fn on_send_succeeded(&self, context: SendSucceededContext) {
+        self.call(context.event_data().count()).await;
+    }
+
+    async fn on_send_failed(&self, context: SendFailedContext) {
+        self.call(context.event_data().count()).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_hold_their_bytes_until_their_handler_call() {
+    // a's handler call hangs, so b's report waits
+    // behind it, and b's bytes stay taken: only two more events fit until b's call starts.
+    let sender = MockSender::new(1 << 20, Duration::from_millis(1));
+    let options = in_64_kib(BufferedProducerOptions::default())
+        .with_send_when_idle(false)
+        .with_max_wait_time(Some(Duration::from_millis(10)));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let handled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let client = BufferedProducerClient::from_parts(
+        options,
+        None,
+        sender.clone(),
+        Arc::new(GatedFirstCall {
+            gate: gate.clone(),
+            calls: Default::default(),
+            events: handled.clone(),
+        }),
+    );
+    client
+        .try_enqueue_event(ten_kib("a"), to("0"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(15)).await;
+    client
+        .try_enqueue_event(ten_kib("b"), to("0"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(15)).await;
+    assert_eq!(sender.sent().len(), 2, "a and b were sent");
+    assert_eq!(client.total_buffered_event_count(), 0);
+    client
+        .try_enqueue_event(ten_kib("c"), to("1"))
+        .await
+        .unwrap();
+    client
+        .try_enqueue_event(ten_kib("d"), to("1"))
+        .await
+        .unwrap();
+    let refused = refused_as_full(&client, ten_kib("e"), "1").await;
+    gate.add_permits(1);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(handled.load(std::sync::atomic::Ordering::SeqCst), 2);
+    client.try_enqueue_event(refused, to("1")).await.unwrap();
+    client.flush().await.unwrap();
+    assert_eq!(handled.load(std::sync::atomic::Ordering::SeqCst), 5);
+}
