@@ -233,8 +233,9 @@ impl ByteBudget {
     }
 }
 
-/// Bytes of the budget held by something other than events, given back when dropped (see
-/// [`ByteBudget::charge`]).
+/// Bytes of the budget held until dropped: by reported events on their way to the handler
+/// ([`ByteBudget::holding`]), or by what the producer holds besides events
+/// ([`ByteBudget::charge`]).
 #[derive(Debug)]
 pub(crate) struct Charge {
     budget: ByteBudget,
