@@ -78,9 +78,9 @@ pub struct BufferedProducerOptions {
     /// bound + 15 MiB (`examples/memory.rs`: 8 tasks enqueueing 1 KiB events through a 20 s
     /// stall and a recovery), and at full load over 100 partitions within the bound +
     /// 25..70 MiB (each partition's queues and batch vectors keep the capacity they
-    /// reached). Resident memory adds what the allocator keeps after
-    /// frees: the application's event bodies, allocated by tasks on one worker thread and
-    /// freed after their report on another, leave each thread's heap at its own peak. With
+    /// reached). Resident memory adds what the allocator keeps after frees: the
+    /// application's event bodies, allocated by tasks on one worker thread and freed after
+    /// their report on another, leave each thread's heap at its own peak. With
     /// glibc's default of one arena per thread that gave peaks of bound + 45..53 MiB for a
     /// 64 MiB bound and bound + 89..131 MiB for 256 MiB (mimalloc behaves alike); with
     /// `MALLOC_ARENA_MAX=1` in the environment, bound + 35..50 MiB for 256 MiB.
