@@ -169,6 +169,21 @@ fn in_64_kib(options: BufferedProducerOptions) -> BufferedProducerOptions {
     options.with_max_buffered_bytes(64 * 1024)
 }
 
+/// Enqueues `event` with `try_enqueue_event`, which must take it.
+async fn accepted(client: &BufferedProducerClient, event: EventData, partition: &str) {
+    client
+        .try_enqueue_event(event, to(partition))
+        .await
+        .unwrap();
+}
+
+/// A producer with a 64 KiB bound over a mock whose sends take 1 s.
+fn in_64_kib_with_sends_of_1_s() -> (Arc<MockSender>, BufferedProducerClient, Outcomes) {
+    let sender = MockSender::new(1 << 20, Duration::from_secs(1));
+    let (client, outcomes) = producer(sender.clone(), in_64_kib(Default::default()));
+    (sender, client, outcomes)
+}
+
 /// Enqueues `event` with `try_enqueue_event`, which must refuse it as full; returns it.
 async fn refused_as_full(
     client: &BufferedProducerClient,
@@ -187,49 +202,34 @@ async fn refused_as_full(
 async fn a_send_in_flight_holds_its_serialized_copy_in_the_byte_bound() {
     // Three events fit, unless a send in flight holds its serialized copy too (its batch's
     // size rounded up: 16 KiB).
-    let sender = MockSender::new(1 << 20, Duration::from_secs(1));
-    let (client, outcomes) = producer(sender.clone(), in_64_kib(Default::default()));
-    client
-        .try_enqueue_event(ten_kib("a"), to("0"))
-        .await
-        .unwrap();
+    let (sender, client, outcomes) = in_64_kib_with_sends_of_1_s();
+    accepted(&client, ten_kib("a"), "0").await;
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(sender.sent().len(), 1, "a is being sent");
-    client
-        .try_enqueue_event(ten_kib("b"), to("0"))
-        .await
-        .unwrap();
+    accepted(&client, ten_kib("b"), "0").await;
     let refused = refused_as_full(&client, ten_kib("c"), "0").await;
     client.flush().await.unwrap();
-    client.try_enqueue_event(refused, to("0")).await.unwrap();
+    accepted(&client, refused, "0").await;
     client.flush().await.unwrap();
     assert_eq!(handled(&outcomes), 3);
 }
 
 #[tokio::test(start_paused = true)]
 async fn encode_buffers_kept_for_a_busy_partition_hold_bytes_of_the_bound() {
-    // Sends of 1 s. While b is sent, a's encode buffer
-    // (about 10 KiB) is kept for the partition's next events and counts: c does not fit
-    // next to b and its send's 16 KiB until b's send ends and the idle partition lets the
-    // buffer go.
-    let sender = MockSender::new(1 << 20, Duration::from_secs(1));
-    let (client, outcomes) = producer(sender.clone(), in_64_kib(Default::default()));
-    client
-        .try_enqueue_event(ten_kib("a"), to("0"))
-        .await
-        .unwrap();
+    // While b is sent, a's encode buffer (about 10 KiB) is kept for the partition's next
+    // events and counts: c does not fit next to b and its send's 16 KiB until b's send ends
+    // and the idle partition lets the buffer go.
+    let (sender, client, outcomes) = in_64_kib_with_sends_of_1_s();
+    accepted(&client, ten_kib("a"), "0").await;
     tokio::time::sleep(Duration::from_millis(10)).await;
-    client
-        .try_enqueue_event(ten_kib("b"), to("0"))
-        .await
-        .unwrap();
+    accepted(&client, ten_kib("b"), "0").await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(sender.sent().len(), 2, "a was sent, b is being sent");
     assert_eq!(handled(&outcomes), 1);
     let refused = refused_as_full(&client, ten_kib("c"), "0").await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(handled(&outcomes), 2);
-    client.try_enqueue_event(refused, to("0")).await.unwrap();
+    accepted(&client, refused, "0").await;
     client.flush().await.unwrap();
     assert_eq!(handled(&outcomes), 3);
 }
@@ -281,31 +281,19 @@ async fn events_hold_their_bytes_until_their_handler_call() {
             events: handled.clone(),
         }),
     );
-    client
-        .try_enqueue_event(ten_kib("a"), to("0"))
-        .await
-        .unwrap();
+    accepted(&client, ten_kib("a"), "0").await;
     tokio::time::sleep(Duration::from_millis(15)).await;
-    client
-        .try_enqueue_event(ten_kib("b"), to("0"))
-        .await
-        .unwrap();
+    accepted(&client, ten_kib("b"), "0").await;
     tokio::time::sleep(Duration::from_millis(15)).await;
     assert_eq!(sender.sent().len(), 2, "a and b were sent");
     assert_eq!(client.total_buffered_event_count(), 0);
-    client
-        .try_enqueue_event(ten_kib("c"), to("1"))
-        .await
-        .unwrap();
-    client
-        .try_enqueue_event(ten_kib("d"), to("1"))
-        .await
-        .unwrap();
+    accepted(&client, ten_kib("c"), "1").await;
+    accepted(&client, ten_kib("d"), "1").await;
     let refused = refused_as_full(&client, ten_kib("e"), "1").await;
     gate.add_permits(1);
     tokio::time::sleep(Duration::from_millis(1)).await;
     assert_eq!(handled.load(std::sync::atomic::Ordering::SeqCst), 2);
-    client.try_enqueue_event(refused, to("1")).await.unwrap();
+    accepted(&client, refused, "1").await;
     client.flush().await.unwrap();
     assert_eq!(handled.load(std::sync::atomic::Ordering::SeqCst), 5);
 }
